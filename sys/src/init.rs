@@ -1,0 +1,76 @@
+//! The state a mirror starts from: fresh (label time) or assembled from the legs' metadata.
+use crate::types::{LegState, MAX_LEGS};
+
+/// A rebuild in progress, as recorded in metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    /// Regions below this index are already copied.
+    pub checkpoint: u64,
+    /// Every region needs copying (a new or failed leg); otherwise only the tracked ones.
+    pub full: bool,
+}
+
+/// One leg slot at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegInit {
+    pub state: LegState,
+    pub uuid: [u8; 16],
+    /// Size of the leg's device in sectors (its metadata area sits at its end).
+    pub sectors: u64,
+    /// For `Rebuilding`: where the copy stands.
+    pub rebuild: Rebuild,
+}
+
+impl LegInit {
+    pub const EMPTY: LegInit = LegInit {
+        state: LegState::Empty,
+        uuid: [0; 16],
+        sectors: 0,
+        rebuild: Rebuild { checkpoint: 0, full: true },
+    };
+}
+
+/// Everything a mirror starts from besides its [`crate::Config`].
+#[derive(Clone, Copy, Debug)]
+pub struct Init<'i> {
+    pub mirror_uuid: [u8; 16],
+    /// NUL-padded name.
+    pub name: [u8; 32],
+    /// Generation of the newest metadata (bumped on every leg state change).
+    pub generation: u64,
+    /// Sequence number of the newest superblock written (the next write uses `seq + 1`).
+    pub seq: u64,
+    /// The leg that is the source of truth for regions that may differ.
+    pub authoritative: u8,
+    pub legs: [LegInit; MAX_LEGS],
+    /// Union of the write-intent bitmaps found on disk (after an unclean shutdown): these regions
+    /// are resynced from the authoritative leg before any other leg serves them. Bit `r` of byte
+    /// `r / 8` (LSB first) is region `r`.
+    pub dirty: Option<&'i [u8]>,
+    /// Per leg, the regions written while it was away (tracking bitmap), same bit order.
+    pub tracking: [Option<&'i [u8]>; MAX_LEGS],
+}
+
+impl<'i> Init<'i> {
+    /// A mirror with no history: legs `0..legs` present, leg 0 authoritative and in sync, the
+    /// others in sync too when `assume_clean`, rebuilding from leg 0 otherwise.
+    pub fn fresh(legs: u8, leg_sectors: u64, assume_clean: bool) -> Init<'i> {
+        let mut init = Init {
+            mirror_uuid: [0; 16],
+            name: [0; 32],
+            generation: 1,
+            seq: 0,
+            authoritative: 0,
+            legs: [LegInit::EMPTY; MAX_LEGS],
+            dirty: None,
+            tracking: [None; MAX_LEGS],
+        };
+        for (i, leg) in init.legs.iter_mut().enumerate().take(usize::from(legs)) {
+            leg.sectors = leg_sectors;
+            leg.uuid = [0; 16];
+            leg.uuid[0] = i as u8;
+            leg.state = if i == 0 || assume_clean { LegState::InSync } else { LegState::Rebuilding };
+        }
+        init
+    }
+}
