@@ -6,7 +6,7 @@ case $0 in */*) SC_DIR=${SC_DIR:-${0%/*}} ;; *) SC_DIR=${SC_DIR:-.} ;; esac
 . "$SC_DIR/lib.sh"
 sc_begin 9
 
-ad_mkleg 0 16384 && ad_mkleg 1 20480 && ad_mkleg 2 24576 || t_bail "cannot make legs"
+sh_all ad_mkleg 0 16384 -- ad_mkleg 1 20480 -- ad_mkleg 2 24576 || t_bail "cannot make legs"
 # The largest leg is the source, so nothing depends on leg 0 coming first.
 t_ok "label a mirror over legs of 24, 16 and 20 MiB" ad_label 2 0 1 || t_bail "label failed"
 size=$(ad_size_kib)

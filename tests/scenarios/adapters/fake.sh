@@ -59,7 +59,7 @@ ad_mkleg() {
 
 # _fk_meta_clear: forget m_* variables.
 _fk_meta_clear() {
-	m_id= m_gen=0 m_clean=0 m_self= m_n=0 m_datakib=0 m_policy= m_dirty=
+	m_id='' m_gen=0 m_clean=0 m_self='' m_n=0 m_datakib=0 m_policy='' m_dirty=''
 	_fk_mc=0
 	while [ $_fk_mc -lt 32 ]; do
 		eval "m_s$_fk_mc= m_track$_fk_mc= m_ckpt$_fk_mc=0 m_full$_fk_mc=1"
@@ -234,7 +234,7 @@ _fk_read_order() {
 		for _fk_x in $_fk_c; do _fk_k=$((_fk_k + 1)); done
 		[ $_fk_k -eq 0 ] && return 0
 		_fk_skip=$((r_rr % _fk_k))
-		_fk_head= _fk_tail= _fk_j=0
+		_fk_head='' _fk_tail='' _fk_j=0
 		for _fk_x in $_fk_c; do
 			if [ $_fk_j -lt $_fk_skip ]; then _fk_tail="$_fk_tail $_fk_x"; else _fk_head="$_fk_head $_fk_x"; fi
 			_fk_j=$((_fk_j + 1))
@@ -329,7 +329,7 @@ _fk_resync_leg() {
 		_fk_ck=$(_fk_get "r_ckpt$_fk_t")
 		_fk_cnt=$((r_regions - _fk_ck))
 		if [ "$_fk_lim" -gt 0 ] && [ "$_fk_lim" -lt $_fk_cnt ]; then _fk_cnt=$_fk_lim; fi
-		if [ $_fk_cnt -gt 0 ]; then
+		if [ "$_fk_cnt" -gt 0 ]; then
 			_fk_o=$((_fk_ck * SC_REGION_KIB))
 			dd if="$(sc_leg_file "$_fk_src")" of="$(sc_leg_file "$_fk_t")" bs=1024 skip=$_fk_o \
 				seek=$_fk_o count=$((_fk_cnt * SC_REGION_KIB)) conv=notrunc 2>/dev/null || return 1
@@ -625,7 +625,7 @@ ad_start() {
 				_fk_meta_read "$_fk_b"
 				_fk_bb=$(_fk_get "m_s$_fk_b")
 				_fk_ba=$(_fk_get "m_s$_fk_a")
-				[ "$_fk_aa" = insync ] && [ "$_fk_bb" = insync ] || continue
+				if [ "$_fk_aa" != insync ] || [ "$_fk_bb" != insync ]; then continue; fi
 				case "$_fk_ab.$_fk_ba" in
 				missing.missing | missing.failed | failed.missing | failed.failed)
 					echo "fake: split brain: legs $_fk_a and $_fk_b each hold the other out of date" >&2

@@ -38,7 +38,7 @@ _fb() {
 
 _fb_get() { eval "echo \"\${$1:-}\""; }
 
-_fb_dev() { echo /dev/dmirror/$FB_NAME; }
+_fb_dev() { echo "/dev/dmirror/$FB_NAME"; }
 _fb_prov() { echo "md$((FB_UNIT0 + $1)).nop"; }
 
 _fb_run() {

@@ -170,8 +170,7 @@ ad_read() { # OFF LEN FILE
 
 ad_flush() {
 	_ul_need_up || return 1
-	_ul_o=$(qemu-io -f raw -c flush "$(_ul_url)" 2>&1)
-	[ $? -eq 0 ] && [ -z "$_ul_o" ]
+	_ul_o=$(qemu-io -f raw -c flush "$(_ul_url)" 2>&1) && [ -z "$_ul_o" ]
 }
 
 ad_size_kib() {
@@ -185,9 +184,10 @@ ad_size_kib() {
 # --- state ----------------------------------------------------------------------------------
 
 # _ul_json_leg WHAT I: from `status --json` (on stdin), leg I's state (WHAT=state) or resync
-# progress in KiB (WHAT=done). The leg is found by its path, or, for a leg the server has no
+# progress in KiB (WHAT=progress). The leg is found by its path, or, for a leg the server has no
 # path for (missing), by the slot it was given at label time (its place on the command line).
 _ul_json_leg() {
+	_ul_slotv=$(_ul_get "UL_SLOT$2")
 	python3 -c '
 import json, sys
 what, leg, slot = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -228,7 +228,7 @@ for l in chosen:
     sys.exit(0)
 if what == "state":
     print("empty")
-' "$1" "$2" "$(_ul_get "UL_SLOT$2")"
+' "$1" "$2" "${_ul_slotv:--1}"
 }
 
 _ul_status() {
@@ -358,6 +358,7 @@ _ul_all_legs() {
 # or the server's options).
 _ul_restart() {
 	ad_stop || return 1
+	# shellcheck disable=SC2046 # a list of leg numbers
 	_ul_serve $(_ul_present_legs)
 }
 
@@ -423,7 +424,7 @@ ad_wait_progress() { # I REGIONS [SECS]
 	_ul_need_up || return 1
 	_ul_w=${3:-${UL_TIMEOUT:-60}}
 	while :; do
-		_ul_k=$(_ul_status | _ul_json_leg done "$1")
+		_ul_k=$(_ul_status | _ul_json_leg progress "$1")
 		[ -n "$_ul_k" ] && [ $((_ul_k / SC_REGION_KIB)) -ge "$2" ] && return 0
 		[ "$_ul_w" -le 0 ] && return 1
 		sleep 1
