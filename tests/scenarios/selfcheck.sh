@@ -244,18 +244,34 @@ EOF
 check "freebsd adapter: reads leg states, progress and the size from geom dmirror output" fbparse
 ulparse() {
 	command -v python3 >/dev/null 2>&1 || return 0
+	# The shapes of the cli branch's status --json and inspect --json (see adapters/userland.sh).
 	cat >"$W/ult.sh" <<EOF
 SC_DIR=$D
 . "$D/lib.sh"
 . "$D/adapters/userland.sh"
-UL_SLOT1=1
-echo '{"legs":[{"path":"/w/leg0.img","state":"in-sync"},{"uuid":"x","state":"missing"},{"path":"flakey:/w/leg2.img:2:86400","state":"rebuilding","resync_done":2048}]}' >$W/ul.json
-echo "\$(_ul_json_leg state 0 <$W/ul.json) \$(_ul_json_leg state 1 <$W/ul.json) \$(_ul_json_leg state 2 <$W/ul.json) \$(_ul_json_leg done 2 <$W/ul.json) \$(_ul_json_leg state 3 <$W/ul.json)"
+SC_WORK=$W/ult
+mkdir -p "\$SC_WORK"
+UL_SLOT1=1 UL_SLOT0=0 UL_SLOT2=2 UL_NLEGS=3
+echo '{"legs":[{"index":0,"device":"/w/leg0.img","state":"in-sync"},{"index":1,"device":"","state":"missing"},{"index":2,"device":"error:/w/leg2.img","state":"rebuilding","resync_done_sectors":2048}],"dirty_regions":0}' >$W/ul.json
+echo "\$(_ul_json_leg state 0 <$W/ul.json) \$(_ul_json_leg state 1 <$W/ul.json) \$(_ul_json_leg state 2 <$W/ul.json) \$(_ul_json_leg progress 2 <$W/ul.json) \$(_ul_json_leg state 3 <$W/ul.json) \$(_ul_json_leg index 2 <$W/ul.json)"
+# inspect: leg 2's own label is older; the newest (leg 0's) says slot 2 is at region 37.
+UL_BIN=$W/fake-dmirror
+echo "\$(ad_checkpoint 2)"
 EOF
-	dash "$W/ult.sh" >"$W/ulo"
-	[ "$(cat "$W/ulo")" = "insync missing rebuilding 1024 empty" ]
+	cat >"$W/fake-dmirror" <<'EOF'
+#!/bin/sh
+case $3 in
+*leg0.img) echo '[{"leg_index":0,"generation":9,"legs":[{"rebuild_checkpoint":0},{"rebuild_checkpoint":0},{"rebuild_checkpoint":37}]}]' ;;
+*leg2.img) echo '[{"leg_index":2,"generation":7,"legs":[{"rebuild_checkpoint":0},{"rebuild_checkpoint":0},{"rebuild_checkpoint":5}]}]' ;;
+*) exit 1 ;;
+esac
+EOF
+	chmod +x "$W/fake-dmirror"
+	dash "$W/ult.sh" >"$W/ulo" || return 1
+	[ "$(sed -n 1p "$W/ulo")" = "insync missing rebuilding 1024 empty 2" ] &&
+		[ "$(sed -n 2p "$W/ulo")" = "37" ]
 }
-check "userland adapter: reads leg states and progress from status --json (assumed shape)" ulparse
+check "userland adapter: reads states, progress, index and checkpoint from the CLI's JSON" ulparse
 if command -v qemu-nbd >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1; then
 	nbdpath() {
 		cat >"$W/nbt.sh" <<EOF

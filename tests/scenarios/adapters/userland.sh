@@ -3,14 +3,13 @@
 # Legs are plain files (sc_leg_file I). The mirror is `dmirror serve --socket S --control C`
 # running in the background; data I/O goes through NBD with qemu-io (writes, flush) and
 # qemu-img convert (reads); leg states come from `dmirror status --json`. Failures use the
-# tool's own fault legs: a failing leg is served as `flakey:PATH:UP:DOWN` (it works UP seconds, long
-# enough to assemble, then every I/O fails); a crash is kill -9 of the server.
+# tool's own fault legs: a failing leg is served as `error:PATH` (every I/O the mirror issues
+# fails; assembly can still read its label); a crash is kill -9 of the server.
 #
 # Being on Debian, this adapter may use grep and python3 (for JSON); the scenarios do not.
 #
 # Environment:
 #   DMIRROR          the dmirror binary (default: target/{debug,release}/dmirror of the workspace)
-#   UL_FLAKEY_UP     seconds a failing leg works before failing (default 2)
 #   UL_TIMEOUT       seconds to wait for the server or a resync (default 60)
 #   UL_THROTTLE_ARGS serve options that slow the resync down (default: none; ad_throttle then
 #                    answers "unsupported")
@@ -18,10 +17,13 @@
 #                    answers "unsupported")
 #   UL_SMALLEST_OPT  label option that accepts legs of different sizes (default --use-smallest)
 #
-# What this adapter assumes of the CLI beyond issue 4's text (to be checked against it once it
-# lands, all in this file): `status --json` holds a list of legs, each an object with the leg's
-# path (as given, fault prefix included) and its state; `inspect --json LEG` holds the rebuild
-# checkpoint under a key whose name contains "checkpoint"; `add`/`remove` take a leg path.
+# Written against the cli branch as of its first commit (8e6850e): `status --json` gives
+# {"legs": [{"index", "device" (the leg as named, fault prefix included), "state" (in-sync,
+# rebuilding, failed, missing, empty), "resync_done_sectors", ...}], "dirty_regions", ...};
+# `inspect --json LEG` gives [{"leg_index", "generation", "legs": [{"rebuild_checkpoint"}]}];
+# `remove` takes a leg index; fault legs apply to the mirror's I/O, not to assembly's label reads.
+# That tool has no read-policy or resync-rate option yet: ad_policy and ad_throttle answer
+# "unsupported" unless UL_POLICY_OPT / UL_THROTTLE_ARGS name serve options that do it.
 
 _ul() {
 	[ "${SC_VERBOSE:-0}" = 1 ] && echo "userland: $*" >&2
@@ -85,11 +87,11 @@ ad_mkleg() {
 	if [ "$1" -ge "$UL_NLEGS" ]; then UL_NLEGS=$(($1 + 1)); fi
 }
 
-# _ul_leg_arg I: how leg I is named to dmirror: its path, behind flakey: while it is failing.
+# _ul_leg_arg I: how leg I is named to dmirror: its path, behind error: while it is failing.
 _ul_leg_arg() {
 	_ul_f=$(sc_leg_file "$1")
 	if [ "$(_ul_get "UL_FAULT$1")" = broken ]; then
-		echo "flakey:$_ul_f:${UL_FLAKEY_UP:-2}:86400"
+		echo "error:$_ul_f"
 	else
 		echo "$_ul_f"
 	fi
@@ -184,7 +186,7 @@ ad_size_kib() {
 # --- state ----------------------------------------------------------------------------------
 
 # _ul_json_leg WHAT I: from `status --json` (on stdin), leg I's state (WHAT=state) or resync
-# progress in KiB (WHAT=progress). The leg is found by its path, or, for a leg the server has no
+# progress in KiB (WHAT=progress) or slot index (WHAT=index). The leg is found by its path, or, for a leg the server has no
 # path for (missing), by the slot it was given at label time (its place on the command line).
 _ul_json_leg() {
 	_ul_slotv=$(_ul_get "UL_SLOT$2")
@@ -215,7 +217,9 @@ chosen = [l for l in all_legs if mentions(l, "/leg%s.img" % leg)]
 if not chosen and 0 <= slot < len(all_legs):
     chosen = [all_legs[slot]]
 for l in chosen:
-    if what == "state":
+    if what == "index":
+        print(l.get("index", ""))
+    elif what == "state":
         s = str(l.get("state", "")).lower().replace("-", "").replace("_", "").replace(" ", "")
         s = {"resyncing": "rebuilding", "syncing": "rebuilding", "removed": "empty",
              "absent": "missing"}.get(s, s)
@@ -365,9 +369,7 @@ _ul_restart() {
 ad_fail() {
 	eval "UL_FAULT$1=broken"
 	[ -n "${UL_PID:-}" ] || return 0
-	_ul_restart || return 1
-	# Past the flakey leg's working spell: from now on every I/O to it fails.
-	sleep $((${UL_FLAKEY_UP:-2} + 1))
+	_ul_restart
 }
 
 # ad_heal I: the device works again. A running server keeps the faulty handle it has (the leg
@@ -396,7 +398,9 @@ ad_insert() {
 
 ad_remove() {
 	_ul_need_up || return 1
-	"$UL_BIN" remove --control "$UL_CTL" "$(sc_leg_file "$1")" >>"$UL_LOG" 2>&1 || return 1
+	_ul_ix=$(_ul_status | _ul_json_leg index "$1")
+	[ -n "$_ul_ix" ] || return 1
+	"$UL_BIN" remove --control "$UL_CTL" "$_ul_ix" >>"$UL_LOG" 2>&1 || return 1
 	eval "UL_IN$1="
 }
 
@@ -432,28 +436,38 @@ ad_wait_progress() { # I REGIONS [SECS]
 	done
 }
 
+# ad_checkpoint I: leg I's rebuild checkpoint (regions) as the newest metadata on any leg
+# records it; leg I's slot is the one its own label names (or the one it was labelled into).
 ad_checkpoint() { # I (mirror stopped)
-	"$UL_BIN" inspect --json "$(sc_leg_file "$1")" 2>/dev/null | python3 -c '
-import json, sys
-def find(d):
-    if isinstance(d, dict):
-        for k, v in d.items():
-            if "checkpoint" in k.lower() and isinstance(v, int):
-                return v
-        for v in d.values():
-            r = find(v)
-            if r is not None:
-                return r
-    if isinstance(d, list):
-        for v in d:
-            r = find(v)
-            if r is not None:
-                return r
-    return None
-r = find(json.load(sys.stdin))
-if r is None:
+	: >"$SC_WORK/inspect.json"
+	_ul_i=0
+	while [ $_ul_i -lt "$UL_NLEGS" ]; do
+		"$UL_BIN" inspect --json "$(sc_leg_file $_ul_i)" >"$SC_WORK/inspect.$_ul_i.json" 2>/dev/null ||
+			rm -f "$SC_WORK/inspect.$_ul_i.json"
+		_ul_i=$((_ul_i + 1))
+	done
+	python3 -c '
+import glob, json, sys
+work, leg, slot = sys.argv[1], sys.argv[2], int(sys.argv[3])
+metas = {}
+for f in glob.glob(work + "/inspect.*.json"):
+    try:
+        d = json.load(open(f))
+    except ValueError:
+        continue
+    if isinstance(d, list) and d:
+        metas[f.split(".")[-2]] = d[0]
+own = metas.get(leg)
+if own is not None and "leg_index" in own:
+    slot = int(own["leg_index"])
+if slot < 0 or not metas:
     sys.exit(1)
-print(r)'
+newest = max(metas.values(), key=lambda m: m.get("generation", 0))
+legs = newest.get("legs", [])
+if slot >= len(legs) or "rebuild_checkpoint" not in legs[slot]:
+    sys.exit(1)
+print(legs[slot]["rebuild_checkpoint"])
+' "$SC_WORK" "$1" "$(_ul_get "UL_SLOT$1")"
 }
 
 ad_leg_digest() { lib_leg_digest "$@"; }
