@@ -102,7 +102,18 @@ _ul_url() {
 }
 
 # _ul_serve LEG...: start the server on these legs (indices); wait until it serves or exits.
+# dmirror serve refuses a stale leg (one that missed changes) unless given --force, which
+# resyncs it from the others: that is what a kernel does at assembly, so when the only
+# complaint is a stale leg, serve again with --force. Any other refusal (split brain...) stands.
 _ul_serve() {
+	_ul_serve_once "" "$@" && return 0
+	[ -n "$(tail -n 1 "$UL_LOG" | sed -n '/is stale.*pass --force/p')" ] || return 1
+	_ul_serve_once --force "$@"
+}
+
+_ul_serve_once() {
+	_ul_force=$1
+	shift
 	_ul_args=
 	for _ul_l in "$@"; do
 		_ul_args="$_ul_args $(_ul_leg_arg "$_ul_l")"
@@ -111,9 +122,9 @@ _ul_serve() {
 	[ "$UL_THROTTLE" = 1 ] && _ul_opts="$_ul_opts ${UL_THROTTLE_ARGS:-}"
 	[ -n "$UL_POLICY" ] && _ul_opts="$_ul_opts ${UL_POLICY_OPT:-} $UL_POLICY"
 	rm -f "$UL_SOCK" "$UL_CTL"
-	_ul "serve$_ul_opts$_ul_args"
+	_ul "serve $_ul_force$_ul_opts$_ul_args"
 	# shellcheck disable=SC2086 # word lists built above (paths hold no blanks)
-	"$UL_BIN" serve --socket "$UL_SOCK" --control "$UL_CTL" $_ul_opts $_ul_args >>"$UL_LOG" 2>&1 &
+	"$UL_BIN" serve --socket "$UL_SOCK" --control "$UL_CTL" $_ul_force $_ul_opts $_ul_args >>"$UL_LOG" 2>&1 &
 	UL_PID=$!
 	_ul_w=0
 	while [ $_ul_w -lt $((${UL_TIMEOUT:-60} * 10)) ]; do
@@ -214,7 +225,9 @@ def mentions(d, name):
     return False
 all_legs = legs(doc) or []
 chosen = [l for l in all_legs if mentions(l, "/leg%s.img" % leg)]
-if not chosen and 0 <= slot < len(all_legs):
+# A slot with no device (a missing leg) is taken to be the leg labelled into it, unless the
+# slot has since been given to another device.
+if not chosen and 0 <= slot < len(all_legs) and not str(all_legs[slot].get("device", "")).strip("-"):
     chosen = [all_legs[slot]]
 for l in chosen:
     if what == "index":
