@@ -3,8 +3,9 @@
 #
 # ADAPTER is a name from adapters/ (fake, userland, freebsd, dm) or a path to an adapter file.
 # SCENARIO is a scenario's name (sizes, split-brain...) or file; default: every *.sh here but
-# lib.sh, run.sh and selfcheck.sh. Prints one line per scenario ("pass NAME", "FAIL NAME",
-# "skip NAME: why") and ends with the line "N passed, M failed". Exit status 1 if any failed.
+# lib.sh, run.sh and selfcheck.sh. Prints one line per scenario ("pass NAME", "pass NAME (K
+# checks skipped)", "FAIL NAME (exit N)", "skip NAME: why") and ends with the line
+# "N passed, M failed". Exit status 1 if any failed.
 # A failed scenario's TAP output is printed, indented, under its line; SC_SHOW=1 prints all.
 # SC_SHELL picks the shell that runs each scenario (default: sh).
 usage() {
@@ -55,8 +56,10 @@ for s in "$@"; do
 		skipped=$((skipped + 1))
 		;;
 	*)
+		# Checks the adapter could not perform are named on the scenario's line.
+		nskip=$(sed -n '/^ok [0-9]* - .* # SKIP/p' "$out" | sed -n '$=')
 		if [ $rc -eq 0 ]; then
-			echo "pass $name"
+			if [ -n "$nskip" ]; then echo "pass $name ($nskip checks skipped)"; else echo "pass $name"; fi
 			passed=$((passed + 1))
 		else
 			echo "FAIL $name (exit $rc)"
