@@ -373,6 +373,7 @@ fn meta_json(d: &Dev, m: &meta::LegMeta) -> Value {
         "generation": l.generation,
         "seq": l.seq,
         "slot": m.slot,
+        "superblock_offsets": meta::slot_offsets(d.bytes, l),
         "clean": l.clean,
         "authoritative": l.authoritative,
         "sector_size": l.sector_size,

@@ -315,6 +315,18 @@ pub fn probe(dev: &Dev) -> Result<Option<LegMeta>, String> {
     }))
 }
 
+/// Byte offsets of the two superblock slots on a leg of `leg_bytes` carrying `label`.
+pub fn slot_offsets(leg_bytes: u64, label: &Label) -> [u64; 2] {
+    layout(
+        leg_bytes,
+        label.sector_size,
+        label.region_sectors,
+        label.legs,
+    )
+    .map(|l| l.slot_off)
+    .unwrap_or([0, 0])
+}
+
 /// Write fresh metadata on `devs` (legs 0..n of a new mirror), data size `data_sectors`.
 pub fn write_labels(
     devs: &[Dev],
