@@ -440,7 +440,12 @@ impl fmt::Display for TableError {
                 log.name()
             ),
             TableError::BadNumber { field, word } => {
-                write!(f, "{field} '{word}' is not a decimal number below 2^64")
+                write!(f, "{field} '{word}' is not a decimal number below 2^64")?;
+                if *field == Field::FeatureCount {
+                    // What follows the last leg is #features: extra legs end up here.
+                    f.write_str(" (more device/offset pairs than #mirrors?)")?;
+                }
+                Ok(())
             }
             TableError::UnknownLogArg { log, word } => write!(
                 f,
@@ -1004,5 +1009,824 @@ pub fn format_status<W: Write + ?Sized>(
             write!(out, " 3 disk {name} {}", log_health.char())
         }
         LogSpec::Dmirror { .. } => out.write_str(" 1 dmirror"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Counters, LegStatus, ReadPolicy};
+    use std::collections::BTreeSet;
+    use std::format;
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
+    fn table_string(t: &MirrorTable<'_>) -> String {
+        let mut s = String::new();
+        format_table(t, &mut s).unwrap();
+        s
+    }
+
+    fn msg(e: &TableError) -> String {
+        e.to_string()
+    }
+
+    fn legs<'t>(pairs: &[(&'t str, u64)]) -> [LegSpec<'t>; MAX_LEGS] {
+        let mut legs = [LegSpec::UNUSED; MAX_LEGS];
+        for (slot, &(dev, offset)) in legs.iter_mut().zip(pairs) {
+            *slot = LegSpec { dev, offset };
+        }
+        legs
+    }
+
+    #[test]
+    fn lvm2_core_table() {
+        let t = parse("core 2 1024 nosync 2 /dev/vn0 0 /dev/vn1 0 1 handle_errors").unwrap();
+        assert_eq!(
+            t,
+            MirrorTable {
+                log: LogSpec::Core {
+                    region_sectors: 1024,
+                    sync: Sync::NoSync
+                },
+                nlegs: 2,
+                legs: legs(&[("/dev/vn0", 0), ("/dev/vn1", 0)]),
+                handle_errors: true,
+                keep_log: false,
+            }
+        );
+        assert_eq!(t.used_legs().len(), 2);
+        assert_eq!(
+            table_string(&t),
+            "core 2 1024 nosync 2 /dev/vn0 0 /dev/vn1 0 1 handle_errors"
+        );
+    }
+
+    #[test]
+    fn lvm2_disk_table() {
+        let t =
+            parse("disk 2 /dev/mapper/vg-lv_mlog 1024 2 253:1 0 253:2 0 1 handle_errors").unwrap();
+        assert_eq!(
+            t.log,
+            LogSpec::Disk {
+                dev: "/dev/mapper/vg-lv_mlog",
+                region_sectors: 1024,
+                sync: Sync::Default
+            }
+        );
+        assert_eq!(
+            t.used_legs(),
+            &[
+                LegSpec {
+                    dev: "253:1",
+                    offset: 0
+                },
+                LegSpec {
+                    dev: "253:2",
+                    offset: 0
+                }
+            ]
+        );
+        assert!(t.handle_errors && !t.keep_log);
+        assert_eq!(
+            table_string(&t),
+            "disk 2 /dev/mapper/vg-lv_mlog 1024 2 253:1 0 253:2 0 1 handle_errors"
+        );
+    }
+
+    #[test]
+    fn other_valid_tables() {
+        // Linux's minimal form: no features at all, offsets, three legs, tabs and newlines.
+        let t =
+            parse("  core\t1 1024\n3 /dev/a 0 /dev/b 2048 /dev/c 18446744073709551615 ").unwrap();
+        assert_eq!(t.nlegs, 3);
+        assert_eq!(
+            t.log,
+            LogSpec::Core {
+                region_sectors: 1024,
+                sync: Sync::Default
+            }
+        );
+        assert_eq!(
+            t.legs[2],
+            LegSpec {
+                dev: "/dev/c",
+                offset: u64::MAX
+            }
+        );
+        assert_eq!(t.legs[3], LegSpec::UNUSED);
+        assert!(!t.handle_errors);
+        assert_eq!(
+            table_string(&t),
+            "core 1 1024 3 /dev/a 0 /dev/b 2048 /dev/c 18446744073709551615"
+        );
+
+        let t = parse("disk 3 253:0 8 sync 2 253:1 0 253:2 0 2 keep_log handle_errors").unwrap();
+        assert_eq!(
+            t.log,
+            LogSpec::Disk {
+                dev: "253:0",
+                region_sectors: 8,
+                sync: Sync::Sync
+            }
+        );
+        assert!(t.handle_errors && t.keep_log);
+        assert_eq!(
+            table_string(&t),
+            "disk 3 253:0 8 sync 2 253:1 0 253:2 0 2 handle_errors keep_log"
+        );
+
+        let t = parse("dmirror 1 0 2 /dev/da1 0 /dev/da2 0").unwrap();
+        assert_eq!(
+            t.log,
+            LogSpec::Dmirror {
+                region_sectors: 0,
+                sync: Sync::Default
+            }
+        );
+        assert_eq!(t.effective_region_sectors(1 << 20), 1024);
+        assert_eq!(t.effective_region_sectors(1 << 40), 1 << 20);
+        let t = parse("dmirror 2 2147483648 nosync 1 /dev/da1 0 0").unwrap();
+        assert_eq!(
+            t.log,
+            LogSpec::Dmirror {
+                region_sectors: 1 << 31,
+                sync: Sync::NoSync
+            }
+        );
+        assert_eq!(t.effective_region_sectors(1 << 20), 1 << 31);
+        assert!(!t.handle_errors);
+        assert_eq!(table_string(&t), "dmirror 2 2147483648 nosync 1 /dev/da1 0");
+
+        // 32 legs, leading zeros.
+        let mut s = String::from("core 1 0016 32");
+        for i in 0..32 {
+            s.push_str(&format!(" /dev/d{i} {i}"));
+        }
+        let t = parse(&s).unwrap();
+        assert_eq!(t.nlegs, 32);
+        assert_eq!(t.log.region_sectors(), 16);
+        assert_eq!(
+            t.legs[31],
+            LegSpec {
+                dev: "/dev/d31",
+                offset: 31
+            }
+        );
+        assert_eq!(parse(&table_string(&t)).unwrap(), t);
+
+        // Longest accepted argument and table.
+        let long = "d".repeat(MAX_ARG_BYTES);
+        let s = format!("core 1 1024 1 {long} 0");
+        assert_eq!(parse(&s).unwrap().legs[0].dev, long.as_str());
+        let pad = " ".repeat(MAX_TABLE_BYTES - s.len());
+        assert!(parse(&format!("{s}{pad}")).is_ok());
+        assert!(parse_bytes(format!("{s}{pad}").as_bytes()).is_ok());
+    }
+
+    /// Every `TableError` variant, exhaustively: adding a variant breaks this until a test
+    /// reaches it.
+    fn variant(e: &TableError) -> &'static str {
+        match e {
+            TableError::Empty => "Empty",
+            TableError::TableTooLong { .. } => "TableTooLong",
+            TableError::ArgumentTooLong { .. } => "ArgumentTooLong",
+            TableError::NotUtf8 { .. } => "NotUtf8",
+            TableError::ControlCharacter { .. } => "ControlCharacter",
+            TableError::UnknownLogType(_) => "UnknownLogType",
+            TableError::Missing(_) => "Missing",
+            TableError::LogArgCount { .. } => "LogArgCount",
+            TableError::MissingLogArgs { .. } => "MissingLogArgs",
+            TableError::BadNumber { .. } => "BadNumber",
+            TableError::UnknownLogArg { .. } => "UnknownLogArg",
+            TableError::RegionNotPowerOfTwo(_) => "RegionNotPowerOfTwo",
+            TableError::RegionTooSmall(_) => "RegionTooSmall",
+            TableError::RegionTooLarge(_) => "RegionTooLarge",
+            TableError::MirrorCount(_) => "MirrorCount",
+            TableError::MissingLegs { .. } => "MissingLegs",
+            TableError::DuplicateDevice(_) => "DuplicateDevice",
+            TableError::FeatureCount { .. } => "FeatureCount",
+            TableError::UnknownFeature(_) => "UnknownFeature",
+            TableError::DuplicateFeature(_) => "DuplicateFeature",
+            TableError::KeepLogWithoutHandleErrors => "KeepLogWithoutHandleErrors",
+            TableError::TrailingGarbage { .. } => "TrailingGarbage",
+            TableError::EmptyTarget => "EmptyTarget",
+            TableError::DeviceCount { .. } => "DeviceCount",
+            TableError::OffsetBeyondDevice { .. } => "OffsetBeyondDevice",
+            TableError::DeviceTooSmall { .. } => "DeviceTooSmall",
+        }
+    }
+    const VARIANTS: usize = 26;
+
+    fn w(s: &str) -> Word {
+        Word::new(s)
+    }
+
+    /// (table, error, message) for every parse error.
+    fn bad_tables() -> Vec<(String, TableError, &'static str)> {
+        use TableError as E;
+        let long = "x".repeat(256);
+        let v: Vec<(String, TableError, &'static str)> = std::vec![
+            ("".into(), E::Empty, "empty mirror table"),
+            (" \t\n ".into(), E::Empty, "empty mirror table"),
+            (
+                format!("core 1 1024 1 /dev/a 0{}", " ".repeat(4080)),
+                E::TableTooLong { len: 4102 },
+                "mirror table is 4102 bytes long; at most 4096 are accepted",
+            ),
+            (
+                format!("core 1 1024 1 {long} 0"),
+                E::ArgumentTooLong { index: 5, len: 256 },
+                "argument 5 is 256 bytes long; at most 255 are accepted",
+            ),
+            (
+                format!("core 1 1024 1 /dev/a 0 {long}"),
+                E::ArgumentTooLong { index: 7, len: 256 },
+                "argument 7 is 256 bytes long; at most 255 are accepted",
+            ),
+            (
+                "core 1 1024 1 /dev/a\0 0".into(),
+                E::ControlCharacter { offset: 20 },
+                "mirror table has a control character at byte 20",
+            ),
+            (
+                "core 1 1024\x0b1 /dev/a 0".into(),
+                E::ControlCharacter { offset: 11 },
+                "mirror table has a control character at byte 11",
+            ),
+            (
+                "mirror 1 1024 1 /dev/a 0".into(),
+                E::UnknownLogType(w("mirror")),
+                "unknown log type 'mirror' (expected core, disk or dmirror)",
+            ),
+            (
+                "clustered_disk 3 253:0 1024 uuid 1 /dev/a 0".into(),
+                E::UnknownLogType(w("clustered_disk")),
+                "unknown log type 'clustered_disk' (expected core, disk or dmirror)",
+            ),
+            (
+                "CORE 1 1024 1 /dev/a 0".into(),
+                E::UnknownLogType(w("CORE")),
+                "unknown log type 'CORE' (expected core, disk or dmirror)",
+            ),
+            (
+                "core".into(),
+                E::Missing(Field::LogArgCount),
+                "mirror table ends where #log_args was expected",
+            ),
+            (
+                "core 1 1024".into(),
+                E::Missing(Field::MirrorCount),
+                "mirror table ends where #mirrors was expected",
+            ),
+            (
+                "core 3 1024 nosync x 1 /dev/a 0".into(),
+                E::LogArgCount {
+                    log: LogType::Core,
+                    count: 3
+                },
+                "log type core takes 1 or 2 arguments, not 3",
+            ),
+            (
+                "core 0 2 /dev/a 0 /dev/b 0".into(),
+                E::LogArgCount {
+                    log: LogType::Core,
+                    count: 0
+                },
+                "log type core takes 1 or 2 arguments, not 0",
+            ),
+            (
+                "disk 1 1024 2 /dev/a 0 /dev/b 0".into(),
+                E::LogArgCount {
+                    log: LogType::Disk,
+                    count: 1
+                },
+                "log type disk takes 2 or 3 arguments, not 1",
+            ),
+            (
+                "dmirror 4 0 1 /dev/a 0".into(),
+                E::LogArgCount {
+                    log: LogType::Dmirror,
+                    count: 4
+                },
+                "log type dmirror takes 1 or 2 arguments, not 4",
+            ),
+            (
+                "disk 3 253:0 1024".into(),
+                E::MissingLogArgs {
+                    log: LogType::Disk,
+                    expected: 3,
+                    got: 2
+                },
+                "log type disk announces 3 arguments but the table has only 2",
+            ),
+            (
+                "core 1".into(),
+                E::MissingLogArgs {
+                    log: LogType::Core,
+                    expected: 1,
+                    got: 0
+                },
+                "log type core announces 1 arguments but the table has only 0",
+            ),
+            (
+                "core one 1024 1 /dev/a 0".into(),
+                E::BadNumber {
+                    field: Field::LogArgCount,
+                    word: w("one")
+                },
+                "#log_args 'one' is not a decimal number below 2^64",
+            ),
+            (
+                "core 1 1k 1 /dev/a 0".into(),
+                E::BadNumber {
+                    field: Field::RegionSize,
+                    word: w("1k")
+                },
+                "region size '1k' is not a decimal number below 2^64",
+            ),
+            (
+                "core 1 99999999999999999999 1 /dev/a 0".into(),
+                E::BadNumber {
+                    field: Field::RegionSize,
+                    word: w("99999999999999999999")
+                },
+                "region size '99999999999999999999' is not a decimal number below 2^64",
+            ),
+            (
+                "core 1 1024 +2 /dev/a 0 /dev/b 0".into(),
+                E::BadNumber {
+                    field: Field::MirrorCount,
+                    word: w("+2")
+                },
+                "#mirrors '+2' is not a decimal number below 2^64",
+            ),
+            (
+                "core 1 1024 2 /dev/a 0 /dev/b -1".into(),
+                E::BadNumber {
+                    field: Field::Offset { leg: 1 },
+                    word: w("-1")
+                },
+                "offset of leg 1 '-1' is not a decimal number below 2^64",
+            ),
+            (
+                "core 1 1024 2 /dev/a 0 /dev/b 18446744073709551616".into(),
+                E::BadNumber {
+                    field: Field::Offset { leg: 1 },
+                    word: w("18446744073709551616")
+                },
+                "offset of leg 1 '18446744073709551616' is not a decimal number below 2^64",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 x handle_errors".into(),
+                E::BadNumber {
+                    field: Field::FeatureCount,
+                    word: w("x")
+                },
+                "#features 'x' is not a decimal number below 2^64 \
+                 (more device/offset pairs than #mirrors?)",
+            ),
+            (
+                "core 2 1024 Nosync 1 /dev/a 0".into(),
+                E::UnknownLogArg {
+                    log: LogType::Core,
+                    word: w("Nosync")
+                },
+                "unknown argument 'Nosync' for log type core (expected sync or nosync)",
+            ),
+            (
+                "disk 3 253:0 1024 block_on_error 1 /dev/a 0".into(),
+                E::UnknownLogArg {
+                    log: LogType::Disk,
+                    word: w("block_on_error")
+                },
+                "unknown argument 'block_on_error' for log type disk (expected sync or nosync)",
+            ),
+            (
+                "core 1 1000 1 /dev/a 0".into(),
+                E::RegionNotPowerOfTwo(1000),
+                "region size 1000 is not a power of two",
+            ),
+            (
+                "core 1 4 1 /dev/a 0".into(),
+                E::RegionTooSmall(4),
+                "region size 4 is too small (at least 8 sectors, 4 KiB)",
+            ),
+            (
+                "disk 2 253:0 0 1 /dev/a 0".into(),
+                E::RegionTooSmall(0),
+                "region size 0 is too small (at least 8 sectors, 4 KiB)",
+            ),
+            (
+                "dmirror 1 4294967296 1 /dev/a 0".into(),
+                E::RegionTooLarge(1 << 32),
+                "region size 4294967296 is too large (at most 2147483648 sectors, 1 TiB)",
+            ),
+            (
+                "core 1 1024 0".into(),
+                E::MirrorCount(0),
+                "#mirrors 0 is out of range (1 to 32)",
+            ),
+            (
+                "core 1 1024 33 /dev/a 0".into(),
+                E::MirrorCount(33),
+                "#mirrors 33 is out of range (1 to 32)",
+            ),
+            (
+                "core 1 1024 3 /dev/a 0 /dev/b 0".into(),
+                E::MissingLegs {
+                    expected: 3,
+                    got: 2
+                },
+                "#mirrors is 3 but the table has 2 complete device/offset pairs",
+            ),
+            (
+                "core 1 1024 2 /dev/a 0 /dev/b".into(),
+                E::MissingLegs {
+                    expected: 2,
+                    got: 1
+                },
+                "#mirrors is 2 but the table has 1 complete device/offset pairs",
+            ),
+            (
+                "core 1 1024 2 /dev/a 0 /dev/a 8".into(),
+                E::DuplicateDevice(w("/dev/a")),
+                "device '/dev/a' appears more than once",
+            ),
+            (
+                "disk 2 253:1 1024 2 253:1 0 253:2 0".into(),
+                E::DuplicateDevice(w("253:1")),
+                "device '253:1' appears more than once",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 2 handle_errors".into(),
+                E::FeatureCount {
+                    count: 2,
+                    available: 1
+                },
+                "#features is 2 but only 1 arguments follow",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 1".into(),
+                E::FeatureCount {
+                    count: 1,
+                    available: 0
+                },
+                "#features is 1 but only 0 arguments follow",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 1 handle_error".into(),
+                E::UnknownFeature(w("handle_error")),
+                "unknown feature 'handle_error' (expected handle_errors or keep_log)",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 2 handle_errors handle_errors".into(),
+                E::DuplicateFeature(Feature::HandleErrors),
+                "feature handle_errors is given more than once",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 3 handle_errors keep_log keep_log".into(),
+                E::DuplicateFeature(Feature::KeepLog),
+                "feature keep_log is given more than once",
+            ),
+            (
+                "disk 2 253:0 1024 2 253:1 0 253:2 0 1 keep_log".into(),
+                E::KeepLogWithoutHandleErrors,
+                "feature keep_log requires feature handle_errors",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 1 handle_errors keep_log".into(),
+                E::TrailingGarbage {
+                    index: 9,
+                    word: w("keep_log")
+                },
+                "unexpected argument 9 'keep_log' after the end of the table",
+            ),
+            (
+                "core 1 1024 1 /dev/a 0 0 handle_errors".into(),
+                E::TrailingGarbage {
+                    index: 8,
+                    word: w("handle_errors")
+                },
+                "unexpected argument 8 'handle_errors' after the end of the table",
+            ),
+            (
+                "core 1 1024 2 /dev/a 0 /dev/b 0 /dev/c 0".into(),
+                E::BadNumber {
+                    field: Field::FeatureCount,
+                    word: w("/dev/c")
+                },
+                "#features '/dev/c' is not a decimal number below 2^64 \
+                 (more device/offset pairs than #mirrors?)",
+            ),
+        ];
+        v
+    }
+
+    #[test]
+    fn every_parse_error() {
+        for (table, want, want_msg) in bad_tables() {
+            let got = parse(&table);
+            assert_eq!(got, Err(want), "table {table:?}");
+            assert_eq!(parse_bytes(table.as_bytes()), Err(want), "table {table:?}");
+            assert_eq!(msg(&want), want_msg, "table {table:?}");
+        }
+        // Only through bytes: not UTF-8.
+        let e = parse_bytes(b"core 1 1024 1 /dev/\xff 0").unwrap_err();
+        assert_eq!(e, TableError::NotUtf8 { offset: 19 });
+        assert_eq!(msg(&e), "mirror table is not valid UTF-8 (byte 19)");
+        // Overlong bytes are refused before anything is looked at.
+        let e = parse_bytes(&[0xff; MAX_TABLE_BYTES + 1]).unwrap_err();
+        assert_eq!(
+            e,
+            TableError::TableTooLong {
+                len: MAX_TABLE_BYTES + 1
+            }
+        );
+    }
+
+    #[test]
+    fn words_in_errors_are_cut_at_char_boundaries() {
+        // 31 ASCII bytes and a 2-byte character straddling the 32-byte limit.
+        let word = format!("{}é{}", "a".repeat(31), "z".repeat(10));
+        let e = parse(&format!("{word} 1 1024 1 /dev/a 0")).unwrap_err();
+        let TableError::UnknownLogType(kept) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(kept.as_str(), "a".repeat(31));
+        assert!(kept.is_truncated());
+        assert_eq!(
+            msg(&e),
+            format!(
+                "unknown log type '{}...' (expected core, disk or dmirror)",
+                "a".repeat(31)
+            )
+        );
+        let short = Word::new("ok");
+        assert_eq!(short.as_str(), "ok");
+        assert!(!short.is_truncated());
+        assert_eq!(format!("{short:?}"), "Word(\"ok\")");
+    }
+
+    fn status(nlegs: u8, states: &[LegState], in_sync: u64, total: u64) -> Status {
+        let mut leg = [LegStatus::EMPTY; MAX_LEGS];
+        for (l, &s) in leg.iter_mut().zip(states) {
+            l.state = s;
+        }
+        Status {
+            legs: nlegs,
+            leg,
+            authoritative: 0,
+            generation: 1,
+            regions: total,
+            regions_in_sync: in_sync,
+            dirty_regions: 0,
+            inflight_parents: 0,
+            inflight_leg_ios: 0,
+            counters: Counters::default(),
+            read_policy: ReadPolicy::default(),
+        }
+    }
+
+    fn status_string(st: &Status, t: &MirrorTable<'_>, names: &[&str], log: LogHealth) -> String {
+        let mut s = String::new();
+        format_status(st, t, names, log, &mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn status_two_legs_disk_log_one_failed() {
+        let t = parse("disk 2 /dev/mapper/vg-lv_mlog 1024 2 /dev/x 0 /dev/y 0 1 handle_errors")
+            .unwrap();
+        let st = status(2, &[LegState::InSync, LegState::Failed], 80, 81);
+        // The line libdevmapper's own mirror status test parses.
+        assert_eq!(
+            status_string(&st, &t, &["253:1", "253:2", "253:0"], LogHealth::Alive),
+            "2 253:1 253:2 80/81 1 AD 3 disk 253:0 A"
+        );
+        assert_eq!(
+            status_string(&st, &t, &["253:1", "253:2", "253:0"], LogHealth::Failed),
+            "2 253:1 253:2 80/81 1 AD 3 disk 253:0 D"
+        );
+        assert_eq!(
+            status_string(&st, &t, &[], LogHealth::FlushFailed),
+            "2 /dev/x /dev/y 80/81 1 AD 3 disk /dev/mapper/vg-lv_mlog F"
+        );
+    }
+
+    #[test]
+    fn status_three_legs() {
+        let t = parse("core 2 1024 nosync 3 /dev/a 0 /dev/b 0 /dev/c 0").unwrap();
+        let st = status(
+            3,
+            &[LegState::InSync, LegState::Missing, LegState::Rebuilding],
+            10,
+            20,
+        );
+        assert_eq!(
+            status_string(&st, &t, &["253:4", "253:5", "253:6"], LogHealth::Failed),
+            "3 253:4 253:5 253:6 10/20 1 ADA 1 core"
+        );
+        let st = status(
+            3,
+            &[LegState::Failed, LegState::InSync, LegState::Empty],
+            20,
+            20,
+        );
+        // Missing names fall back to the table's strings.
+        assert_eq!(
+            status_string(&st, &t, &["253:4"], LogHealth::Alive),
+            "3 253:4 /dev/b /dev/c 20/20 1 DAD 1 core"
+        );
+        let t = parse("dmirror 1 0 3 /dev/a 0 /dev/b 0 /dev/c 0").unwrap();
+        let st = status(3, &[LegState::InSync; 3], 99, 20);
+        assert_eq!(
+            status_string(
+                &st,
+                &t,
+                &["1:1", "1:2", "1:3", "ignored"],
+                LogHealth::Failed
+            ),
+            "3 1:1 1:2 1:3 20/20 1 AAA 1 dmirror"
+        );
+    }
+
+    #[test]
+    fn health_chars() {
+        assert_eq!(leg_health(LegState::InSync), 'A');
+        assert_eq!(leg_health(LegState::Rebuilding), 'A');
+        assert_eq!(leg_health(LegState::Failed), 'D');
+        assert_eq!(leg_health(LegState::Missing), 'D');
+        assert_eq!(leg_health(LegState::Empty), 'D');
+    }
+
+    #[test]
+    fn device_checks() {
+        use TableError as E;
+        let t = parse("core 1 1024 2 /dev/a 0 /dev/b 100").unwrap();
+        assert_eq!(check_devices(&t, 1000, &[1000, 1100], 50), Ok(()));
+        assert_eq!(check_devices(&t, 0, &[1000, 1100], 0), Err(E::EmptyTarget));
+        let e = check_devices(&t, 1000, &[1000], 0).unwrap_err();
+        assert_eq!(
+            e,
+            E::DeviceCount {
+                expected: 2,
+                got: 1
+            }
+        );
+        assert_eq!(msg(&e), "internal error: 1 device sizes given for 2 legs");
+        assert!(check_devices(&t, 1000, &[1000, 1100, 5], 0).is_err());
+        let e = check_devices(&t, 1000, &[1000, 100], 0).unwrap_err();
+        assert_eq!(
+            e,
+            E::OffsetBeyondDevice {
+                leg: 1,
+                dev: w("/dev/b"),
+                offset: 100,
+                dev_sectors: 100
+            }
+        );
+        assert_eq!(
+            msg(&e),
+            "offset 100 of leg 1 is beyond the end of device '/dev/b' (100 sectors)"
+        );
+        let e = check_devices(&t, 1000, &[1000, 1099], 0).unwrap_err();
+        assert_eq!(
+            e,
+            E::DeviceTooSmall {
+                leg: 1,
+                dev: w("/dev/b"),
+                need: 1100,
+                dev_sectors: 1099
+            }
+        );
+        assert_eq!(
+            msg(&e),
+            "device '/dev/b' of leg 1 has 1099 sectors but 1100 are needed"
+        );
+        let e = check_devices(&t, 1001, &[1000, 2000], 0).unwrap_err();
+        assert_eq!(
+            e,
+            E::DeviceTooSmall {
+                leg: 0,
+                dev: w("/dev/a"),
+                need: 1001,
+                dev_sectors: 1000
+            }
+        );
+
+        // The metadata area counts only for the dmirror log.
+        let t = parse("dmirror 1 0 2 /dev/a 0 /dev/b 100").unwrap();
+        assert_eq!(check_devices(&t, 1000, &[1050, 1150], 50), Ok(()));
+        let e = check_devices(&t, 1000, &[1050, 1149], 50).unwrap_err();
+        assert_eq!(
+            e,
+            E::DeviceTooSmall {
+                leg: 1,
+                dev: w("/dev/b"),
+                need: 1150,
+                dev_sectors: 1149
+            }
+        );
+        let t = parse("disk 2 /dev/log 1024 1 /dev/a 0").unwrap();
+        assert_eq!(check_devices(&t, 1000, &[1000], 50), Ok(()));
+
+        // Overflow of offset + length.
+        let t = parse("core 1 1024 1 /dev/a 18446744073709551610").unwrap();
+        let e = check_devices(&t, 10, &[u64::MAX], 0).unwrap_err();
+        assert_eq!(
+            e,
+            E::DeviceTooSmall {
+                leg: 0,
+                dev: w("/dev/a"),
+                need: u64::MAX,
+                dev_sectors: u64::MAX
+            }
+        );
+        assert_eq!(
+            msg(&e),
+            "device '/dev/a' of leg 0 is too small: offset plus length overflow \
+             (18446744073709551615 sectors)"
+        );
+        // A hand-made table with a bad leg count does not index out of bounds.
+        let mut t = parse("core 1 1024 1 /dev/a 0").unwrap();
+        t.nlegs = 40;
+        assert!(check_devices(&t, 10, &[100; 40], 0).is_err());
+    }
+
+    #[test]
+    fn every_variant_is_reached() {
+        let mut seen = BTreeSet::new();
+        for (_, e, _) in bad_tables() {
+            seen.insert(variant(&e));
+        }
+        seen.insert(variant(&parse_bytes(b"\xc3").unwrap_err()));
+        let t = parse("dmirror 1 0 1 /dev/a 8").unwrap();
+        for (target, sizes) in [(0, [100]), (10, [8]), (10, [17])] {
+            seen.insert(variant(&check_devices(&t, target, &sizes, 0).unwrap_err()));
+        }
+        seen.insert(variant(&check_devices(&t, 10, &[], 0).unwrap_err()));
+        assert_eq!(seen.len(), VARIANTS, "reached: {seen:?}");
+    }
+
+    #[test]
+    fn write_message_truncates_and_terminates() {
+        let e = TableError::RegionNotPowerOfTwo(1000);
+        let full = "region size 1000 is not a power of two";
+        let mut buf = [0xAAu8; 64];
+        let n = write_message(&e, &mut buf);
+        assert_eq!(n, full.len());
+        assert_eq!(&buf[..n], full.as_bytes());
+        assert_eq!(buf[n], 0);
+        assert_eq!(buf[n + 1], 0xAA, "nothing written past the NUL");
+
+        let mut buf = [0xAAu8; 8];
+        let n = e.message(&mut buf);
+        assert_eq!(n, 7);
+        assert_eq!(&buf[..7], b"region ");
+        assert_eq!(buf[7], 0);
+
+        let mut one = [0xAAu8; 1];
+        assert_eq!(write_message(&e, &mut one), 0);
+        assert_eq!(one[0], 0);
+        assert_eq!(write_message(&e, &mut []), 0);
+
+        // A multi-byte character is never cut in half.
+        let e = TableError::UnknownLogType(Word::new("é"));
+        let mut buf = [0xAAu8; 20]; // "unknown log type '" is 18 bytes; 'é' needs 2 more + NUL.
+        let n = write_message(&e, &mut buf);
+        assert_eq!(n, 18);
+        assert!(core::str::from_utf8(&buf[..n]).is_ok());
+        assert_eq!(buf[18], 0);
+    }
+
+    #[test]
+    fn buf_writer_reports_truncation() {
+        let mut buf = [0xAAu8; 10];
+        let mut bw = BufWriter::new(&mut buf);
+        assert!(bw.is_empty());
+        assert!(write!(bw, "abc").is_ok());
+        assert!(write!(bw, "{}", 12345).is_ok());
+        assert_eq!(bw.as_str(), "abc12345");
+        assert!(!bw.truncated());
+        assert!(write!(bw, "xy").is_err());
+        assert!(bw.truncated());
+        assert_eq!(bw.as_str(), "abc12345x");
+        assert_eq!(bw.len(), 9);
+        assert!(write!(bw, "z").is_err(), "nothing more after a truncation");
+        assert_eq!(buf, *b"abc12345x\0");
+
+        // format_table into a buffer too small: an error and a terminated prefix.
+        let t = parse("core 1 1024 2 /dev/a 0 /dev/b 0").unwrap();
+        let mut buf = [0u8; 16];
+        let mut bw = BufWriter::new(&mut buf);
+        assert!(format_table(&t, &mut bw).is_err());
+        assert!(bw.truncated());
+        assert_eq!(bw.as_str(), "core 1 1024 2 /");
+        assert_eq!(buf[15], 0);
+        let mut buf = [0u8; 64];
+        let mut bw = BufWriter::new(&mut buf);
+        assert!(format_table(&t, &mut bw).is_ok());
+        assert_eq!(bw.as_bytes(), b"core 1 1024 2 /dev/a 0 /dev/b 0");
     }
 }
