@@ -1829,4 +1829,471 @@ mod tests {
         assert!(format_table(&t, &mut bw).is_ok());
         assert_eq!(bw.as_bytes(), b"core 1 1024 2 /dev/a 0 /dev/b 0");
     }
+
+    /// An independent, allocation-happy statement of the grammar, to compare `parse` against.
+    fn reference(s: &str) -> Option<MirrorTable<'_>> {
+        let is_sep = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c);
+        if s.len() > 4096 || s.bytes().any(|b| (b < 0x20 && !is_sep(b)) || b == 0x7f) {
+            return None;
+        }
+        let t: Vec<&str> = s
+            .split(|c: char| c.is_ascii() && is_sep(c as u8))
+            .filter(|x| !x.is_empty())
+            .collect();
+        if t.iter().any(|x| x.len() > 255) {
+            return None;
+        }
+        let num = |x: &str| -> Option<u64> {
+            if x.bytes().all(|b| b.is_ascii_digit()) {
+                x.parse().ok()
+            } else {
+                None
+            }
+        };
+        let ty = *t.first()?;
+        let n = num(t.get(1)?)?;
+        let (lo, hi) = match ty {
+            "core" | "dmirror" => (1, 2),
+            "disk" => (2, 3),
+            _ => return None,
+        };
+        if n < lo || n > hi {
+            return None;
+        }
+        let n = n as usize;
+        let a = t.get(2..2 + n)?;
+        let (log_dev, rest) = if ty == "disk" {
+            (Some(a[0]), &a[1..])
+        } else {
+            (None, a)
+        };
+        let region = num(rest[0])?;
+        let region_ok = (ty == "dmirror" && region == 0)
+            || (region.is_power_of_two() && (8..=1u64 << 31).contains(&region));
+        if !region_ok {
+            return None;
+        }
+        let sync = match rest.get(1) {
+            None => Sync::Default,
+            Some(&"sync") => Sync::Sync,
+            Some(&"nosync") => Sync::NoSync,
+            Some(_) => return None,
+        };
+        let log = match (ty, log_dev) {
+            ("core", _) => LogSpec::Core {
+                region_sectors: region,
+                sync,
+            },
+            ("disk", Some(dev)) => LogSpec::Disk {
+                dev,
+                region_sectors: region,
+                sync,
+            },
+            _ => LogSpec::Dmirror {
+                region_sectors: region,
+                sync,
+            },
+        };
+        let mut pos = 2 + n;
+        let m = num(t.get(pos)?)?;
+        if !(1..=32).contains(&m) {
+            return None;
+        }
+        pos += 1;
+        let mut legs = [LegSpec::UNUSED; MAX_LEGS];
+        for leg in legs.iter_mut().take(m as usize) {
+            *leg = LegSpec {
+                dev: t.get(pos)?,
+                offset: num(t.get(pos + 1)?)?,
+            };
+            pos += 2;
+        }
+        let mut devs: Vec<&str> = legs[..m as usize].iter().map(|l| l.dev).collect();
+        devs.extend(log_dev);
+        let ndevs = devs.len();
+        devs.sort_unstable();
+        devs.dedup();
+        if devs.len() != ndevs {
+            return None;
+        }
+        let (mut he, mut kl) = (false, false);
+        if pos < t.len() {
+            let f = usize::try_from(num(t[pos])?).ok()?;
+            pos += 1;
+            for x in t.get(pos..pos.checked_add(f)?)? {
+                match *x {
+                    "handle_errors" if !he => he = true,
+                    "keep_log" if !kl => kl = true,
+                    _ => return None,
+                }
+            }
+            pos += f;
+            if kl && !he {
+                return None;
+            }
+        }
+        if pos != t.len() {
+            return None;
+        }
+        Some(MirrorTable {
+            log,
+            nlegs: m as u8,
+            legs,
+            handle_errors: he,
+            keep_log: kl,
+        })
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+            v[self.below(v.len())]
+        }
+    }
+
+    const VOCAB: &[&str] = &[
+        "core",
+        "disk",
+        "dmirror",
+        "mirror",
+        "Core",
+        "sync",
+        "nosync",
+        "handle_errors",
+        "keep_log",
+        "block_on_error",
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "7",
+        "8",
+        "16",
+        "32",
+        "33",
+        "1000",
+        "1024",
+        "2048",
+        "2147483648",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-1",
+        "+2",
+        "0x10",
+        "1e3",
+        "",
+        "/dev/vn0",
+        "/dev/vn1",
+        "/dev/vn2",
+        "253:0",
+        "253:1",
+        "253:2",
+        "/dev/mapper/vg-lv_mlog",
+        "é",
+        "日本",
+        "a\u{0}b",
+        "x\u{7f}",
+        "\u{b}",
+    ];
+    const SEPS: &[&str] = &[" ", " ", " ", "  ", "\t", "\n", " \r\n ", "\u{c}"];
+    const DEVS: &[&str] = &[
+        "/dev/vn0", "/dev/vn1", "/dev/vn2", "/dev/vn3", "253:1", "253:2", "253:3",
+    ];
+
+    /// A table that is valid about half the time: each part is right unless the table is
+    /// "noisy", and then each part is wrong now and then (the usual mistakes).
+    fn plausible(r: &mut Rng) -> Vec<String> {
+        let noisy = r.below(2) == 0;
+        let bad = |r: &mut Rng| noisy && r.below(6) == 0;
+        let mut t: Vec<String> = Vec::new();
+        let ty = if bad(r) {
+            r.pick(&["cluster", "CORE", "mirror"])
+        } else {
+            r.pick(&["core", "disk", "dmirror"])
+        };
+        let sync = if bad(r) {
+            "bad"
+        } else {
+            r.pick(&["", "", "sync", "nosync"])
+        };
+        let region = if bad(r) {
+            r.pick(&["0", "1000", "4", "4294967296", "1k"])
+        } else if ty == "dmirror" && r.below(3) == 0 {
+            "0"
+        } else {
+            r.pick(&["1024", "8", "2048", "2147483648"])
+        };
+        let mut log_args: Vec<String> = Vec::new();
+        if ty == "disk" {
+            log_args.push(if bad(r) {
+                "/dev/leg0".into()
+            } else {
+                "/dev/log".into()
+            });
+        }
+        log_args.push(region.into());
+        if !sync.is_empty() {
+            log_args.push(sync.into());
+        }
+        let nargs = if bad(r) { r.below(5) } else { log_args.len() };
+        t.push(ty.into());
+        t.push(nargs.to_string());
+        t.extend(log_args);
+        let nlegs = if bad(r) {
+            r.below(36)
+        } else {
+            {
+                let most = if r.below(10) == 0 { 32 } else { 4 };
+                1 + r.below(most)
+            }
+        };
+        let shown = if bad(r) { r.below(36) } else { nlegs };
+        t.push(shown.to_string());
+        for i in 0..nlegs {
+            t.push(if bad(r) {
+                r.pick(DEVS).into()
+            } else {
+                format!("/dev/leg{i}")
+            });
+            let offset = if bad(r) {
+                r.pick(&["x", "-1", "18446744073709551616"])
+            } else {
+                r.pick(&["0", "2048", "18446744073709551615"])
+            };
+            t.push(offset.into());
+        }
+        let mut f: Vec<String> = match r.below(4) {
+            0 => std::vec![],
+            1 => std::vec!["handle_errors".into()],
+            2 => std::vec!["handle_errors".into(), "keep_log".into()],
+            _ => std::vec!["keep_log".into(), "handle_errors".into()],
+        };
+        if bad(r) {
+            let i = r.below(f.len() + 1);
+            f.insert(
+                i,
+                r.pick(&["keep_log", "handle_errors", "nofeature"]).into(),
+            );
+        }
+        if bad(r) {
+            f.retain(|x| x != "handle_errors");
+        }
+        if !f.is_empty() || r.below(5) == 0 {
+            let count = if bad(r) { r.below(5) } else { f.len() };
+            t.push(count.to_string());
+            t.append(&mut f);
+        }
+        t
+    }
+
+    fn join(r: &mut Rng, toks: &[String]) -> Vec<u8> {
+        let mut s = String::new();
+        if r.below(8) == 0 {
+            s.push_str(r.pick(SEPS));
+        }
+        for (i, tok) in toks.iter().enumerate() {
+            if i > 0 {
+                s.push_str(if r.below(4) == 0 { r.pick(SEPS) } else { " " });
+            }
+            s.push_str(tok);
+        }
+        s.into_bytes()
+    }
+
+    fn mutate(r: &mut Rng, toks: &mut Vec<String>) {
+        for _ in 0..1 + r.below(3) {
+            let len = toks.len();
+            match r.below(6) {
+                0 if len > 0 => {
+                    toks.remove(r.below(len));
+                }
+                1 if len > 0 => {
+                    let i = r.below(len);
+                    let dup = toks[i].clone();
+                    toks.insert(r.below(len + 1), dup);
+                }
+                2 if len > 1 => {
+                    let (i, j) = (r.below(len), r.below(len));
+                    toks.swap(i, j);
+                }
+                3 if len > 0 => {
+                    let i = r.below(len);
+                    toks[i] = r.pick(VOCAB).into();
+                }
+                4 => toks.insert(r.below(len + 1), r.pick(VOCAB).into()),
+                _ => {
+                    if r.below(50) == 0 {
+                        toks.push("z".repeat(200 + r.below(100)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_accepted(t: &MirrorTable<'_>, r: &mut Rng) {
+        assert!((1..=32).contains(&t.nlegs));
+        let region = t.log.region_sectors();
+        assert!(
+            (region.is_power_of_two()
+                && (MIN_REGION_SECTORS..=MAX_REGION_SECTORS).contains(&region))
+                || (region == 0 && t.log.log_type() == LogType::Dmirror)
+        );
+        assert!(!t.keep_log || t.handle_errors);
+        assert!(t.legs[usize::from(t.nlegs)..]
+            .iter()
+            .all(|l| *l == LegSpec::UNUSED));
+        for (i, leg) in t.used_legs().iter().enumerate() {
+            assert!(!leg.dev.is_empty() && !leg.dev.bytes().any(|b| b.is_ascii_whitespace()));
+            assert!(t.used_legs()[..i].iter().all(|l| l.dev != leg.dev));
+        }
+        // Round trip, and the canonical form is a fixed point.
+        let s = table_string(t);
+        let again = parse(&s).unwrap_or_else(|e| panic!("{s:?} does not parse back: {e}"));
+        assert_eq!(&again, t);
+        assert_eq!(table_string(&again), s);
+        // Status: the right number of fields, whatever the leg states.
+        let states = [
+            LegState::InSync,
+            LegState::Rebuilding,
+            LegState::Failed,
+            LegState::Missing,
+            LegState::Empty,
+        ];
+        let st_states: Vec<LegState> = (0..t.nlegs)
+            .map(|_| states[r.below(states.len())])
+            .collect();
+        let st = status(t.nlegs, &st_states, r.next() % 100, 100);
+        let line = status_string(&st, t, &[], LogHealth::Alive);
+        let fields: Vec<&str> = line.split(' ').collect();
+        let log_fields = if t.log.log_type() == LogType::Disk {
+            4
+        } else {
+            2
+        };
+        assert_eq!(
+            fields.len(),
+            1 + usize::from(t.nlegs) + 3 + log_fields,
+            "{line}"
+        );
+        let health = fields[usize::from(t.nlegs) + 3];
+        assert_eq!(health.len(), usize::from(t.nlegs));
+        for (c, s) in health.chars().zip(&st_states) {
+            assert_eq!(c == 'A', s.is_active(), "{line}");
+        }
+        // Into a small buffer: truncated or not, never past its end.
+        let mut buf = std::vec![0xAAu8; r.below(64)];
+        let cap = buf.len();
+        let mut bw = BufWriter::new(&mut buf);
+        let res = format_status(&st, t, &[], LogHealth::Alive, &mut bw);
+        assert_eq!(res.is_err(), bw.truncated());
+        assert_eq!(
+            bw.truncated(),
+            line.len() + 1 > cap.max(1) || cap == 0 && !line.is_empty()
+        );
+        assert!(line.starts_with(bw.as_str()));
+    }
+
+    fn check_rejected(e: &TableError, r: &mut Rng) {
+        let m = msg(e);
+        assert!(
+            !m.is_empty() && !m.contains('\n') && !m.contains('\0'),
+            "{e:?}: {m:?}"
+        );
+        let mut buf = std::vec![0xAAu8; r.below(80)];
+        let n = write_message(e, &mut buf);
+        if !buf.is_empty() {
+            assert!(n < buf.len());
+            assert_eq!(buf[n], 0);
+            let written = core::str::from_utf8(&buf[..n]).unwrap();
+            assert!(m.starts_with(written));
+            assert_eq!(n == m.len(), m.len() < buf.len());
+        } else {
+            assert_eq!(n, 0);
+        }
+    }
+
+    /// 200k random inputs: token soups from a vocabulary of valid and invalid words, plausible
+    /// tables, and mutations of them (including raw byte damage). `parse` must never panic, agree
+    /// with the reference grammar, give every error a one-line message, and round-trip every
+    /// table it accepts.
+    #[test]
+    fn random_tables() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut accepted, mut rejected) = (0usize, 0usize);
+        let mut seen = BTreeSet::new();
+        for i in 0..200_000 {
+            let input: Vec<u8> = match i % 4 {
+                0 => {
+                    let n = r.below(16);
+                    let toks: Vec<String> = (0..n).map(|_| r.pick(VOCAB).into()).collect();
+                    join(&mut r, &toks)
+                }
+                1 => {
+                    let toks = plausible(&mut r);
+                    join(&mut r, &toks)
+                }
+                2 => {
+                    let mut toks = plausible(&mut r);
+                    mutate(&mut r, &mut toks);
+                    join(&mut r, &toks)
+                }
+                _ => {
+                    let toks = plausible(&mut r);
+                    let mut b = join(&mut r, &toks);
+                    for _ in 0..1 + r.below(2) {
+                        if b.is_empty() {
+                            break;
+                        }
+                        let at = r.below(b.len());
+                        match r.below(3) {
+                            0 => b[at] = r.next() as u8,
+                            1 => b.truncate(at),
+                            _ => b.insert(at, [b' ', 0xc3, 0xff, b'0', 0x01][r.below(5)]),
+                        }
+                    }
+                    b
+                }
+            };
+            let got = parse_bytes(&input);
+            if let Ok(s) = core::str::from_utf8(&input) {
+                assert_eq!(parse(s), got, "{s:?}");
+                assert_eq!(got.ok(), reference(s), "{s:?}");
+            } else {
+                assert!(matches!(
+                    got,
+                    Err(TableError::NotUtf8 { .. } | TableError::TableTooLong { .. })
+                ));
+            }
+            match got {
+                Ok(t) => {
+                    accepted += 1;
+                    check_accepted(&t, &mut r);
+                }
+                Err(e) => {
+                    rejected += 1;
+                    seen.insert(variant(&e));
+                    check_rejected(&e, &mut r);
+                }
+            }
+        }
+        std::eprintln!("accepted {accepted}, rejected {rejected}, errors {seen:?}");
+        // The generator must exercise both sides and (nearly) every parse error.
+        assert!(
+            accepted > 20_000 && rejected > 20_000,
+            "accepted {accepted}, rejected {rejected}"
+        );
+        assert!(seen.len() >= VARIANTS - 5, "parse errors reached: {seen:?}");
+    }
 }
