@@ -399,7 +399,7 @@ pub enum TableError {
         dev_sectors: u64,
     },
     /// A leg's device cannot hold offset + target length (+ metadata for the `dmirror` log).
-    /// `need` is `u64::MAX` when the sum overflows.
+    /// `need` is `u64::MAX` when the sum does not fit in 64 bits.
     DeviceTooSmall {
         leg: u8,
         dev: Word,
@@ -501,7 +501,7 @@ impl fmt::Display for TableError {
                 if *need == u64::MAX {
                     write!(
                         f,
-                        "device '{dev}' of leg {leg} is too small: offset plus length overflow ({dev_sectors} sectors)"
+                        "device '{dev}' of leg {leg} has {dev_sectors} sectors but offset, length and metadata need 2^64 sectors or more"
                     )
                 } else {
                     write!(
@@ -866,13 +866,12 @@ pub fn check_devices(
         let need = leg
             .offset
             .checked_add(target_sectors)
-            .and_then(|n| n.checked_add(meta))
-            .unwrap_or(u64::MAX);
-        if need > size || need == u64::MAX {
+            .and_then(|n| n.checked_add(meta));
+        if need.is_none_or(|need| need > size) {
             return Err(TableError::DeviceTooSmall {
                 leg: leg_no,
                 dev: Word::new(leg.dev),
-                need,
+                need: need.unwrap_or(u64::MAX),
                 dev_sectors: size,
             });
         }
@@ -1745,9 +1744,12 @@ mod tests {
         );
         assert_eq!(
             msg(&e),
-            "device '/dev/a' of leg 0 is too small: offset plus length overflow \
-             (18446744073709551615 sectors)"
+            "device '/dev/a' of leg 0 has 18446744073709551615 sectors \
+             but offset, length and metadata need 2^64 sectors or more"
         );
+        // A sum of exactly u64::MAX that fits is not an overflow.
+        let t = parse("core 1 1024 1 /dev/a 18446744073709551605").unwrap();
+        assert_eq!(check_devices(&t, 10, &[u64::MAX], 0), Ok(()));
         // A hand-made table with a bad leg count does not index out of bounds.
         let mut t = parse("core 1 1024 1 /dev/a 0").unwrap();
         t.nlegs = 40;
