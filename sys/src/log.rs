@@ -314,6 +314,11 @@ impl<'a> Log<'a> {
         }
     }
 
+    /// Regions out of sync summed over every leg (0: every leg holds everything, fast paths).
+    pub(crate) fn total_out_of_sync(&self) -> u64 {
+        self.oos.iter().take(usize::from(self.legs)).sum()
+    }
+
     pub(crate) fn out_of_sync(&self, k: u8) -> u64 {
         self.oos.get(usize::from(k)).copied().unwrap_or(0)
     }

@@ -213,6 +213,8 @@ impl<'a> Mirror<'a> {
         if let Some(d) = self.log.durable.get_mut(usize::from(k)) {
             *d = self.log.round;
         }
+        // Transactions waiting on this leg alone may go on now.
+        self.rescan = true;
         self.log.part &= !bit(k);
         if self.log.part == 0 {
             self.finish_round();
