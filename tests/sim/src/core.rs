@@ -11,7 +11,14 @@ pub trait Core<H: Host> {
     fn set_read_policy(&mut self, policy: ReadPolicy) -> bool;
     fn fail_leg(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError>;
     fn remove_leg(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError>;
-    fn add_leg(&mut self, host: &mut H, leg: u8, uuid: [u8; 16], sectors: u64, incremental: bool) -> Result<(), ControlError>;
+    fn add_leg(
+        &mut self,
+        host: &mut H,
+        leg: u8,
+        uuid: [u8; 16],
+        sectors: u64,
+        incremental: bool,
+    ) -> Result<(), ControlError>;
 }
 
 impl<H: Host> Core<H> for Mirror<'_> {
@@ -39,7 +46,14 @@ impl<H: Host> Core<H> for Mirror<'_> {
     fn remove_leg(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError> {
         Mirror::remove_leg(self, host, leg)
     }
-    fn add_leg(&mut self, host: &mut H, leg: u8, uuid: [u8; 16], sectors: u64, incremental: bool) -> Result<(), ControlError> {
+    fn add_leg(
+        &mut self,
+        host: &mut H,
+        leg: u8,
+        uuid: [u8; 16],
+        sectors: u64,
+        incremental: bool,
+    ) -> Result<(), ControlError> {
         Mirror::add_leg(self, host, leg, uuid, sectors, incremental)
     }
 }

@@ -94,7 +94,9 @@ pub fn crash(sim: &mut Sim) {
     w.stats.crashes += 1;
     w.now += 1;
     // The source for the fallback reassembly: a leg in sync and healthy until now.
-    sim.crash_source = (0..w.legs.len()).find(|&i| w.track[i].trusted_since.is_some()).unwrap_or(0);
+    sim.crash_source = (0..w.legs.len())
+        .find(|&i| w.track[i].trusted_since.is_some())
+        .unwrap_or(0);
     w.log(|| format!("CRASH (source for reassembly: leg {})", sim.crash_source));
     let tokens: Vec<u64> = w.pending.keys().copied().collect();
     let mut inflight: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); w.legs.len()];
@@ -128,10 +130,19 @@ pub fn reassemble(sim: &mut Sim) -> Option<InitOwned> {
     for (i, l) in legs.iter_mut().enumerate().take(n) {
         l.uuid = sim.w.track[i].uuid;
         l.sectors = sim.setup.leg_sectors;
-        l.state = if i == src { LegState::InSync } else { LegState::Rebuilding };
-        l.rebuild = Rebuild { checkpoint: 0, full: true };
+        l.state = if i == src {
+            LegState::InSync
+        } else {
+            LegState::Rebuilding
+        };
+        l.rebuild = Rebuild {
+            checkpoint: 0,
+            full: true,
+        };
     }
-    sim.w.log(|| format!("ASSEMBLY (fallback, full resync): leg {src} authoritative, others rebuild in full"));
+    sim.w.log(|| {
+        format!("ASSEMBLY (fallback, full resync): leg {src} authoritative, others rebuild in full")
+    });
     Some(InitOwned {
         mirror_uuid: mirror_uuid(sim),
         generation: 1 + 100 * crashes,

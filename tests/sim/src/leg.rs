@@ -31,7 +31,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn any(&self) -> bool {
-        self.gone || self.flush_fail || self.read_err.iter().any(|&b| b) || self.write_err.iter().any(|&b| b)
+        self.gone
+            || self.flush_fail
+            || self.read_err.iter().any(|&b| b)
+            || self.write_err.iter().any(|&b| b)
     }
     pub fn clear(&mut self) {
         self.gone = false;
@@ -97,7 +100,10 @@ impl Leg {
     pub fn read_result(&self, sector: u64, count: u32) -> IoResult {
         if self.faults.gone {
             Err(IoError::Gone)
-        } else if self.faults.read_err[self.range(sector, count)].iter().any(|&b| b) {
+        } else if self.faults.read_err[self.range(sector, count)]
+            .iter()
+            .any(|&b| b)
+        {
             Err(IoError::Io)
         } else {
             Ok(())
@@ -107,7 +113,10 @@ impl Leg {
     pub fn write_result(&self, sector: u64, count: u32) -> IoResult {
         if self.faults.gone {
             Err(IoError::Gone)
-        } else if self.faults.write_err[self.range(sector, count)].iter().any(|&b| b) {
+        } else if self.faults.write_err[self.range(sector, count)]
+            .iter()
+            .any(|&b| b)
+        {
             Err(IoError::Io)
         } else {
             Ok(())
@@ -135,7 +144,13 @@ impl Leg {
                 *d = seq;
             }
         } else {
-            self.cache.push(CacheEntry { seq, sector, data: data.to_vec(), tag, at });
+            self.cache.push(CacheEntry {
+                seq,
+                sector,
+                data: data.to_vec(),
+                tag,
+                at,
+            });
         }
     }
 
@@ -183,7 +198,8 @@ impl Leg {
             if only.is_some_and(|m| !m[i]) || self.durable_seq[s] > e.seq {
                 continue;
             }
-            self.durable[s * self.ss..(s + 1) * self.ss].copy_from_slice(&e.data[i * self.ss..(i + 1) * self.ss]);
+            self.durable[s * self.ss..(s + 1) * self.ss]
+                .copy_from_slice(&e.data[i * self.ss..(i + 1) * self.ss]);
             self.durable_seq[s] = e.seq;
         }
     }
@@ -214,7 +230,13 @@ impl Leg {
     pub fn crash(&mut self, rng: &mut Rng, inflight: &[(u64, Vec<u8>)]) {
         let mut entries = std::mem::take(&mut self.cache);
         for (sector, data) in inflight {
-            entries.push(CacheEntry { seq: self.next_seq, sector: *sector, data: data.clone(), tag: 0, at: 0 });
+            entries.push(CacheEntry {
+                seq: self.next_seq,
+                sector: *sector,
+                data: data.clone(),
+                tag: 0,
+                at: 0,
+            });
             self.next_seq += 1;
         }
         for e in &entries {

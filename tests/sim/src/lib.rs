@@ -9,14 +9,18 @@
 //! - [`world`]: the simulated host and the checks made at every call the core makes.
 //! - [`runner`]: one seed's run: workload, faults, control operations, settling, final checks.
 //! - [`crash`]: power loss and reassembly.
+//! - [`refcore`]: a tiny reference core that exists only to test the simulator (false alarms,
+//!   planted core bugs).
 pub mod core;
 pub mod crash;
 pub mod leg;
 pub mod model;
 pub mod pattern;
+pub mod refcore;
 pub mod rng;
 pub mod runner;
 pub mod world;
 
-pub use runner::{run, Opts, Outcome};
+pub use refcore::RefBug;
+pub use runner::{run, Backend, Opts, Outcome};
 pub use world::Mutant;

@@ -1,11 +1,11 @@
 //! `dmirror-sim --seeds N [--first-seed F] [--crash]` runs seeds F..F+N and ends with
 //! `N passed, M failed`; `--seed S [--crash]` replays one seed with a trace of every event.
-use dmirror_sim::{run, Mutant, Opts};
+use dmirror_sim::{run, Backend, Mutant, Opts, RefBug};
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
+        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
     );
     ExitCode::from(2)
 }
@@ -32,6 +32,19 @@ fn main() -> ExitCode {
                 Some(v) => one = Some(v),
                 None => return usage(),
             },
+            "--reference" => {
+                opts.backend = Backend::Reference(None);
+                i += 1;
+                continue;
+            }
+            "--ref-bug" => {
+                opts.backend = Backend::Reference(match args.get(i + 1).map(String::as_str) {
+                    Some("early") => Some(RefBug::EarlyCompletion),
+                    Some("order") => Some(RefBug::NoWriteOrdering),
+                    Some("flush") => Some(RefBug::FlushOneLeg),
+                    _ => return usage(),
+                });
+            }
             "--crash" => {
                 opts.crash = true;
                 i += 1;

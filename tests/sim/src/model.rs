@@ -75,7 +75,16 @@ impl Model {
             self.inflight[s].push(id);
             self.history[s].push(id);
         }
-        self.writes.insert(id, WriteRec { sector, count, discard, submitted: now, completed: None });
+        self.writes.insert(
+            id,
+            WriteRec {
+                sector,
+                count,
+                discard,
+                submitted: now,
+                completed: None,
+            },
+        );
     }
 
     /// The core answered Busy after all: forget the acceptance.
@@ -92,7 +101,9 @@ impl Model {
 
     /// A write completed. `ok == false`: it may or may not have reached the media.
     pub fn write_completed(&mut self, id: u64, ok: bool, now: u64) {
-        let Some(w) = self.writes.get_mut(&id) else { return };
+        let Some(w) = self.writes.get_mut(&id) else {
+            return;
+        };
         w.completed = Some(now);
         let w = w.clone();
         let v = if w.discard { ANY } else { id };
@@ -114,7 +125,9 @@ impl Model {
     }
 
     pub fn snapshot(&self) -> Vec<Vec<u64>> {
-        (0..self.possible.len()).map(|s| self.possible_ids(s)).collect()
+        (0..self.possible.len())
+            .map(|s| self.possible_ids(s))
+            .collect()
     }
 
     /// A flush submitted at `submitted` (when `possible` was `snap`) completed.
@@ -135,7 +148,11 @@ impl Model {
             let w = self.writes.get(&id);
             let late = w.is_none_or(|w| w.completed.is_none_or(|c| c > self.durable_at[s]));
             if late {
-                v.push(if w.is_some_and(|w| w.discard) { ANY } else { id });
+                v.push(if w.is_some_and(|w| w.discard) {
+                    ANY
+                } else {
+                    id
+                });
             }
         }
         v

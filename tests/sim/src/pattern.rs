@@ -52,10 +52,15 @@ pub fn decode(buf: &[u8]) -> Option<(u64, u64)> {
 pub fn describe(buf: &[u8]) -> String {
     match decode(buf) {
         Some((id, s)) if id == INITIAL => format!("initial@{s}"),
-        Some((id, s)) if id & 0xFFFF_FFFF_0000_0000 == junk(0) => format!("junk(leg {})@{s}", id & 0xFFFF),
+        Some((id, s)) if id & 0xFFFF_FFFF_0000_0000 == junk(0) => {
+            format!("junk(leg {})@{s}", id & 0xFFFF)
+        }
         Some((id, s)) => format!("w{id}@{s}"),
         None if buf.iter().all(|&b| b == 0) => "zeros".to_string(),
-        None => format!("garbage({:02x}{:02x}{:02x}{:02x}..)", buf[0], buf[1], buf[2], buf[3]),
+        None => format!(
+            "garbage({:02x}{:02x}{:02x}{:02x}..)",
+            buf[0], buf[1], buf[2], buf[3]
+        ),
     }
 }
 

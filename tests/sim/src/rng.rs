@@ -17,7 +17,12 @@ fn splitmix(state: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Rng {
         let mut st = seed;
-        let s = [splitmix(&mut st), splitmix(&mut st), splitmix(&mut st), splitmix(&mut st)];
+        let s = [
+            splitmix(&mut st),
+            splitmix(&mut st),
+            splitmix(&mut st),
+            splitmix(&mut st),
+        ];
         Rng { s }
     }
 

@@ -3,6 +3,7 @@ use crate::core::Core;
 use crate::crash;
 use crate::leg::Leg;
 use crate::pattern;
+use crate::refcore::{RefBug, RefCore};
 use crate::rng::Rng;
 use crate::world::{Mutant, Stats, World};
 use dmirror::{Config, LegState, LogKind, Mirror, ParentOp, ReadPolicy, Status};
@@ -14,6 +15,18 @@ pub struct Opts {
     /// Print every event.
     pub trace: bool,
     pub mutant: Option<Mutant>,
+    /// Which core to drive.
+    pub backend: Backend,
+}
+
+/// The core under test.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The dmirror core (`dmirror::Mirror`).
+    #[default]
+    Dmirror,
+    /// The simulator's own reference core, optionally with a planted bug (tests the simulator).
+    Reference(Option<RefBug>),
 }
 
 #[derive(Clone, Debug)]
@@ -39,10 +52,16 @@ pub struct Setup {
 
 fn policy(rng: &mut Rng, legs: u8) -> ReadPolicy {
     match rng.below(4) {
-        0 => ReadPolicy::RoundRobin { batch: rng.range(1, 16) as u32 },
+        0 => ReadPolicy::RoundRobin {
+            batch: rng.range(1, 16) as u32,
+        },
         1 => ReadPolicy::Load,
-        2 => ReadPolicy::Prefer { leg: rng.below(u64::from(legs)) as u8 },
-        _ => ReadPolicy::Split { min_sectors: rng.range(2, 64) as u32 },
+        2 => ReadPolicy::Prefer {
+            leg: rng.below(u64::from(legs)) as u8,
+        },
+        _ => ReadPolicy::Split {
+            min_sectors: rng.range(2, 64) as u32,
+        },
     }
 }
 
@@ -59,9 +78,17 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
     cfg.clear_delay_ticks = rng.range(1, 10) as u32;
     cfg.resync.max_inflight = rng.range(1, 4) as u32;
     cfg.resync.chunk_sectors = rng.pow2(1, region) as u32;
-    cfg.resync.sectors_per_tick = if rng.chance(1, 2) { 0 } else { rng.range(u64::from(cfg.resync.chunk_sectors), 4 * region) };
+    cfg.resync.sectors_per_tick = if rng.chance(1, 2) {
+        0
+    } else {
+        rng.range(u64::from(cfg.resync.chunk_sectors), 4 * region)
+    };
     cfg.resync.checkpoint_regions = rng.range(1, 8) as u32;
-    cfg.log = if opts.crash { LogKind::OnLegs } else { LogKind::Core };
+    cfg.log = if opts.crash {
+        LogKind::OnLegs
+    } else {
+        LogKind::Core
+    };
     let leg_sectors = crash::leg_sectors(&cfg);
     let assume_clean = rng.chance(1, 2);
     let steps = rng.range(100, 700);
@@ -81,7 +108,14 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
         }
     }
     let discard_supported = (0..legs).map(|_| rng.chance(3, 4)).collect();
-    Setup { cfg, leg_sectors, assume_clean, steps, crash_at, discard_supported }
+    Setup {
+        cfg,
+        leg_sectors,
+        assume_clean,
+        steps,
+        crash_at,
+        discard_supported,
+    }
 }
 
 /// A simulation: the world (host + model) plus the seed's decisions.
@@ -142,31 +176,57 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
             leg
         })
         .collect();
-    let w = World::new(cfg, setup.leg_sectors, legs, opts.crash, opts.trace, opts.mutant);
-    let mut sim = Sim { w, rng: rng.fork(), setup, step: 0, crash_idx: 0, post_crash: None, crash_source: 0 };
+    let w = World::new(
+        cfg,
+        setup.leg_sectors,
+        legs,
+        opts.crash,
+        opts.trace,
+        opts.mutant,
+    );
+    let mut sim = Sim {
+        w,
+        rng: rng.fork(),
+        setup,
+        step: 0,
+        crash_idx: 0,
+        post_crash: None,
+        crash_source: 0,
+    };
     sim.w.log(|| format!("seed {seed}: {summary}"));
     let mut phase = 0;
     loop {
         let end = {
-            let init_owned = if phase == 0 { crash::fresh(&sim) } else { crash::reassemble(&mut sim) };
+            let init_owned = if phase == 0 {
+                crash::fresh(&sim)
+            } else {
+                crash::reassemble(&mut sim)
+            };
             let Some(init_owned) = init_owned else { break };
             let init = init_owned.init();
-            let need = match Mirror::memory_needed(&cfg) {
-                Ok(n) => n,
-                Err(e) => {
-                    sim.w.fail(format!("memory_needed refused the configuration: {e:?}"));
-                    break;
-                }
-            };
-            let mut mem = vec![0u8; need];
-            let mut mirror = match Mirror::new(&cfg, &init, &mut mem) {
-                Ok(m) => m,
-                Err(e) => {
-                    sim.w.fail(format!("Mirror::new refused: {e:?}"));
-                    break;
-                }
-            };
-            sim.drive(&mut mirror, phase)
+            if let Backend::Reference(bug) = opts.backend {
+                let mut core = RefCore::new(&cfg, &init);
+                core.bug = bug;
+                sim.drive(&mut core, phase)
+            } else {
+                let need = match Mirror::memory_needed(&cfg) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        sim.w
+                            .fail(format!("memory_needed refused the configuration: {e:?}"));
+                        break;
+                    }
+                };
+                let mut mem = vec![0u8; need];
+                let mut mirror = match Mirror::new(&cfg, &init, &mut mem) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        sim.w.fail(format!("Mirror::new refused: {e:?}"));
+                        break;
+                    }
+                };
+                sim.drive(&mut mirror, phase)
+            }
         };
         match end {
             PhaseEnd::Finished => break,
@@ -183,14 +243,22 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         Some(f) => Err(f),
         None => Ok(()),
     };
-    Outcome { seed, result, stats: sim.w.stats.clone(), summary }
+    Outcome {
+        seed,
+        result,
+        stats: sim.w.stats.clone(),
+        summary,
+    }
 }
 
 const SETTLE_LIMIT: u64 = 200_000;
 
 impl Sim {
     fn crash_due(&self) -> bool {
-        self.setup.crash_at.get(self.crash_idx).is_some_and(|&c| self.w.calls >= c)
+        self.setup
+            .crash_at
+            .get(self.crash_idx)
+            .is_some_and(|&c| self.w.calls >= c)
     }
 
     fn status<C: Core<World>>(&mut self, core: &C) -> Status {
@@ -234,7 +302,14 @@ impl Sim {
             let in_flight = self.w.parents_in_flight() + self.w.fifo.len();
             let room = in_flight < 2 * self.setup.cfg.max_parents as usize;
             let pending = !self.w.deliverable().is_empty();
-            let weights = [if pending { 45 } else { 0 }, if room { 30 } else { 0 }, 6, 2, 1, 1];
+            let weights = [
+                if pending { 45 } else { 0 },
+                if room { 30 } else { 0 },
+                6,
+                2,
+                1,
+                1,
+            ];
             match self.rng.weighted(&weights) {
                 0 => {
                     self.deliver_one(core);
@@ -273,7 +348,12 @@ impl Sim {
         let cfg = self.setup.cfg;
         let data = cfg.data_sectors;
         let region = cfg.region_sectors;
-        let op = [ParentOp::Read, ParentOp::Write, ParentOp::Flush, ParentOp::Discard][self.rng.weighted(&[45, 40, 7, 8])];
+        let op = [
+            ParentOp::Read,
+            ParentOp::Write,
+            ParentOp::Flush,
+            ParentOp::Discard,
+        ][self.rng.weighted(&[45, 40, 7, 8])];
         if op == ParentOp::Flush {
             self.w.new_parent(op, 0, 0, false);
             return;
@@ -301,7 +381,9 @@ impl Sim {
     }
 
     fn trusted_legs(&self) -> Vec<usize> {
-        (0..self.w.legs.len()).filter(|&i| self.w.track[i].trusted_since.is_some()).collect()
+        (0..self.w.legs.len())
+            .filter(|&i| self.w.track[i].trusted_since.is_some())
+            .collect()
     }
 
     /// A leg may be hurt only if another leg stays trusted (so every parent can still succeed).
@@ -323,7 +405,9 @@ impl Sim {
         let kind = self.rng.weighted(&[35, 15, 10, 10, 30]);
         if kind == 4 {
             // Heal a faulty leg; bring it back if the core took it out.
-            let faulty: Vec<usize> = (0..self.w.legs.len()).filter(|&i| self.w.legs[i].faults.any()).collect();
+            let faulty: Vec<usize> = (0..self.w.legs.len())
+                .filter(|&i| self.w.legs[i].faults.any())
+                .collect();
             if let Some(&l) = faulty.get(self.rng.index(faulty.len().max(1))) {
                 self.w.legs[l].faults.clear();
                 self.w.log(|| format!("fault: leg {l} healed"));
@@ -339,12 +423,18 @@ impl Sim {
         let leg = &mut self.w.legs[l];
         match kind {
             0 => {
-                leg.faults.read_err[start as usize..(start + len) as usize].iter_mut().for_each(|b| *b = true);
-                self.w.log(|| format!("fault: leg {l} read errors on {start}+{len}"));
+                leg.faults.read_err[start as usize..(start + len) as usize]
+                    .iter_mut()
+                    .for_each(|b| *b = true);
+                self.w
+                    .log(|| format!("fault: leg {l} read errors on {start}+{len}"));
             }
             1 => {
-                leg.faults.write_err[start as usize..(start + len) as usize].iter_mut().for_each(|b| *b = true);
-                self.w.log(|| format!("fault: leg {l} write errors on {start}+{len}"));
+                leg.faults.write_err[start as usize..(start + len) as usize]
+                    .iter_mut()
+                    .for_each(|b| *b = true);
+                self.w
+                    .log(|| format!("fault: leg {l} write errors on {start}+{len}"));
             }
             2 => {
                 leg.faults.gone = true;
@@ -368,26 +458,43 @@ impl Sim {
         let mut uuid = self.w.track[l].uuid;
         if !incremental {
             uuid[1] = uuid[1].wrapping_add(1);
-            if self.rng.chance(1, 2) {
-                // A brand-new device: junk everywhere.
+            let busy = self.w.pending.values().any(|p| usize::from(p.leg) == l);
+            if self.rng.chance(1, 2) && !busy {
+                // A brand-new device: junk everywhere (only when the old one has nothing in
+                // flight: its completions would otherwise come from the new device).
                 let ds = self.setup.cfg.data_sectors;
                 let supported = self.w.legs[l].discard_supported;
-                let mut leg = Leg::new(self.setup.leg_sectors, self.w.ss, |s| if s < ds { Some(pattern::junk(l)) } else { None });
+                let mut leg = Leg::new(self.setup.leg_sectors, self.w.ss, |s| {
+                    if s < ds {
+                        Some(pattern::junk(l))
+                    } else {
+                        None
+                    }
+                });
                 leg.discard_supported = supported;
                 self.w.legs[l] = leg;
             }
         }
         self.w.now += 1;
         self.w.calls += 1;
-        self.w.log(|| format!("control: add_leg({l}, incremental={incremental}) [was {state:?}]"));
-        match core.add_leg(&mut self.w, l as u8, uuid, self.setup.leg_sectors, incremental) {
+        self.w
+            .log(|| format!("control: add_leg({l}, incremental={incremental}) [was {state:?}]"));
+        match core.add_leg(
+            &mut self.w,
+            l as u8,
+            uuid,
+            self.setup.leg_sectors,
+            incremental,
+        ) {
             Ok(()) => {
                 let t = &mut self.w.track[l];
                 t.fenced = false;
                 t.must_be_out = false;
                 t.uuid = uuid;
             }
-            Err(e) => self.w.fail(format!("add_leg({l}, incremental={incremental}) of a {state:?} leg refused: {e:?}")),
+            Err(e) => self.w.fail(format!(
+                "add_leg({l}, incremental={incremental}) of a {state:?} leg refused: {e:?}"
+            )),
         }
     }
 
@@ -399,8 +506,17 @@ impl Sim {
                 let remove = self.rng.chance(1, 3);
                 self.w.now += 1;
                 self.w.calls += 1;
-                self.w.log(|| format!("control: {}({l})", if remove { "remove_leg" } else { "fail_leg" }));
-                let r = if remove { core.remove_leg(&mut self.w, l as u8) } else { core.fail_leg(&mut self.w, l as u8) };
+                self.w.log(|| {
+                    format!(
+                        "control: {}({l})",
+                        if remove { "remove_leg" } else { "fail_leg" }
+                    )
+                });
+                let r = if remove {
+                    core.remove_leg(&mut self.w, l as u8)
+                } else {
+                    core.fail_leg(&mut self.w, l as u8)
+                };
                 match r {
                     Ok(()) => {
                         let now = self.w.now;
@@ -411,12 +527,19 @@ impl Sim {
                         t.insync_since = None;
                         t.trusted_since = None;
                     }
-                    Err(e) => self.w.fail(format!("fail/remove of active leg {l} refused: {e:?}")),
+                    Err(e) => self
+                        .w
+                        .fail(format!("fail/remove of active leg {l} refused: {e:?}")),
                 }
             }
             2 => {
                 let out: Vec<usize> = (0..self.w.legs.len())
-                    .filter(|&i| matches!(st.leg[i].state, LegState::Failed | LegState::Empty | LegState::Missing))
+                    .filter(|&i| {
+                        matches!(
+                            st.leg[i].state,
+                            LegState::Failed | LegState::Empty | LegState::Missing
+                        )
+                    })
                     .collect();
                 if let Some(&l) = out.get(self.rng.index(out.len().max(1))) {
                     self.w.legs[l].faults.clear();
@@ -452,7 +575,8 @@ impl Sim {
         while (self.w.parents_in_flight() > 0 || !self.w.fifo.is_empty()) && !self.w.failed() {
             n += 1;
             if n > SETTLE_LIMIT {
-                self.w.fail("parents never finished (livelock?)".to_string());
+                self.w
+                    .fail("parents never finished (livelock?)".to_string());
                 return;
             }
             if self.rng.chance(1, 8) {
@@ -465,7 +589,9 @@ impl Sim {
                     let before = self.w.fifo.len();
                     self.w.pump(core);
                     if self.w.fifo.len() == before && self.w.parents_in_flight() == 0 {
-                        self.w.fail(format!("submit answers Busy with nothing in flight ({before} queued)"));
+                        self.w.fail(format!(
+                            "submit answers Busy with nothing in flight ({before} queued)"
+                        ));
                         return;
                     }
                 }
@@ -497,14 +623,20 @@ impl Sim {
             n += 1;
             if n > SETTLE_LIMIT {
                 let st = core.status();
-                self.w.fail(format!("never settled: idle={} {}", core.is_idle(), brief_status(&st)));
+                self.w.fail(format!(
+                    "never settled: idle={} {}",
+                    core.is_idle(),
+                    brief_status(&st)
+                ));
                 return;
             }
             if self.deliver_one(core) {
                 idle_ticks = 0;
             } else {
                 let st = core.status();
-                let all_in = (0..self.w.legs.len()).all(|i| st.leg[i].state == LegState::InSync && st.leg[i].regions_out_of_sync == 0);
+                let all_in = (0..self.w.legs.len()).all(|i| {
+                    st.leg[i].state == LegState::InSync && st.leg[i].regions_out_of_sync == 0
+                });
                 if all_in && core.is_idle() && self.w.pending.is_empty() {
                     idle_ticks += 1;
                     if idle_ticks > quiet_ticks {
@@ -524,7 +656,8 @@ impl Sim {
         let st = self.status(core);
         self.w.check_quiet(&st, true);
         if st.regions_in_sync != st.regions || st.dirty_regions != 0 {
-            self.w.fail(format!("quiet and in sync, but {}", brief_status(&st)));
+            self.w
+                .fail(format!("quiet and in sync, but {}", brief_status(&st)));
         }
         if let Some(allowed) = self.post_crash.take() {
             let _ = allowed; // checked when the phase began (authoritative leg); legs now equal it
@@ -535,13 +668,16 @@ impl Sim {
     /// A reassembled mirror starts: the authoritative leg's data must be what the crash allows,
     /// and from now on that is the only possible content.
     fn after_reassembly(&mut self, st: &Status) {
-        let Some(allowed) = self.post_crash.clone() else { return };
+        let Some(allowed) = self.post_crash.clone() else {
+            return;
+        };
         let a = usize::from(st.authoritative);
         if a >= self.w.legs.len() {
             self.w.fail(format!("authoritative leg {a} does not exist"));
             return;
         }
-        self.w.log(|| format!("reassembled: authoritative leg {a}, {}", brief_status(st)));
+        self.w
+            .log(|| format!("reassembled: authoritative leg {a}, {}", brief_status(st)));
         for (s, allow) in allowed.iter().enumerate() {
             let v = if allow.contains(&pattern::ANY) {
                 pattern::ANY
@@ -569,7 +705,10 @@ pub fn brief_status(st: &Status) -> String {
     let legs: Vec<String> = (0..usize::from(st.legs))
         .map(|i| {
             let l = &st.leg[i];
-            format!("{:?}(oos {}, {}/{})", l.state, l.regions_out_of_sync, l.resync_done, l.resync_total)
+            format!(
+                "{:?}(oos {}, {}/{})",
+                l.state, l.regions_out_of_sync, l.resync_done, l.resync_total
+            )
         })
         .collect();
     format!(

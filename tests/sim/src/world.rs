@@ -6,8 +6,8 @@ use crate::leg::Leg;
 use crate::model::Model;
 use crate::pattern::{self, ANY};
 use dmirror::{
-    Busy, BufRef, Config, Event, Host, IoError, IoResult, LegIo, LegOp, LegState, ParentHandle, ParentIo, ParentOp,
-    Status, Token,
+    BufRef, Busy, Config, Event, Host, IoError, IoResult, LegIo, LegOp, LegState, ParentHandle,
+    ParentIo, ParentOp, Status, Token,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -135,7 +135,14 @@ fn range(sector: u64, count: u32) -> std::ops::Range<u64> {
 }
 
 impl World {
-    pub fn new(cfg: Config, leg_sectors: u64, legs: Vec<Leg>, crash_mode: bool, trace: bool, mutant: Option<Mutant>) -> World {
+    pub fn new(
+        cfg: Config,
+        leg_sectors: u64,
+        legs: Vec<Leg>,
+        crash_mode: bool,
+        trace: bool,
+        mutant: Option<Mutant>,
+    ) -> World {
         let n = legs.len();
         let ss = cfg.sector_size as usize;
         let track = (0..n)
@@ -155,7 +162,9 @@ impl World {
             inflight_reads: BTreeSet::new(),
             fifo: VecDeque::new(),
             pending: BTreeMap::new(),
-            resync_bufs: (0..cfg.resync.max_inflight).map(|_| vec![0u8; cfg.resync.chunk_sectors as usize * ss]).collect(),
+            resync_bufs: (0..cfg.resync.max_inflight)
+                .map(|_| vec![0u8; cfg.resync.chunk_sectors as usize * ss])
+                .collect(),
             model: Model::new(cfg.data_sectors),
             crash_mode,
             now: 0,
@@ -197,14 +206,29 @@ impl World {
     pub fn new_parent(&mut self, op: ParentOp, sector: u64, count: u32, fua: bool) -> u64 {
         let h = self.next_handle;
         self.next_handle += 1;
-        let len = if matches!(op, ParentOp::Read | ParentOp::Write) { count as usize * self.ss } else { 0 };
+        let len = if matches!(op, ParentOp::Read | ParentOp::Write) {
+            count as usize * self.ss
+        } else {
+            0
+        };
         let mut data = vec![0xEEu8; len];
         if op == ParentOp::Write {
             for i in 0..count as usize {
-                pattern::encode(&mut data[i * self.ss..(i + 1) * self.ss], h, sector + i as u64);
+                pattern::encode(
+                    &mut data[i * self.ss..(i + 1) * self.ss],
+                    h,
+                    sector + i as u64,
+                );
             }
         }
-        let io = ParentIo { handle: h, op, sector, count, fua, buf: h };
+        let io = ParentIo {
+            handle: h,
+            op,
+            sector,
+            count,
+            fua,
+            buf: h,
+        };
         self.parents.insert(
             h,
             Parent {
@@ -229,20 +253,27 @@ impl World {
         let now = self.now;
         let nlegs = self.legs.len();
         let crash = self.crash_mode;
-        let Some(p) = self.parents.get(&h) else { return };
+        let Some(p) = self.parents.get(&h) else {
+            return;
+        };
         let io = p.io;
         let mut allowed = Vec::new();
         let mut snap = None;
         match io.op {
             ParentOp::Read => {
-                allowed = range(io.sector, io.count).map(|s| self.model.read_allowed(s as usize)).collect();
+                allowed = range(io.sector, io.count)
+                    .map(|s| self.model.read_allowed(s as usize))
+                    .collect();
                 self.inflight_reads.insert(h);
             }
             ParentOp::Write | ParentOp::Discard => {
-                self.model.write_accepted(h, io.sector, io.count, io.op == ParentOp::Discard, now);
+                self.model
+                    .write_accepted(h, io.sector, io.count, io.op == ParentOp::Discard, now);
                 let v = if io.op == ParentOp::Discard { ANY } else { h };
                 for r in self.inflight_reads.clone() {
-                    let Some(rp) = self.parents.get_mut(&r) else { continue };
+                    let Some(rp) = self.parents.get_mut(&r) else {
+                        continue;
+                    };
                     for s in range(io.sector, io.count) {
                         if range(rp.io.sector, rp.io.count).contains(&s) {
                             rp.allowed[(s - rp.io.sector) as usize].push(v);
@@ -256,7 +287,9 @@ impl World {
                 }
             }
         }
-        let Some(p) = self.parents.get_mut(&h) else { return };
+        let Some(p) = self.parents.get_mut(&h) else {
+            return;
+        };
         p.state = PState::InFlight;
         p.accepted_at = now;
         p.allowed = allowed;
@@ -267,7 +300,9 @@ impl World {
     }
 
     fn unaccept(&mut self, h: u64) {
-        let Some(p) = self.parents.get_mut(&h) else { return };
+        let Some(p) = self.parents.get_mut(&h) else {
+            return;
+        };
         p.state = PState::Queued;
         let op = p.io.op;
         self.inflight_reads.remove(&h);
@@ -291,7 +326,12 @@ impl World {
             self.calls += 1;
             self.accept(h);
             self.retry = false;
-            self.log(|| format!("submit h{h} {:?} {}+{} fua={}", io.op, io.sector, io.count, io.fua));
+            self.log(|| {
+                format!(
+                    "submit h{h} {:?} {}+{} fua={}",
+                    io.op, io.sector, io.count, io.fua
+                )
+            });
             match core.submit(self, io) {
                 Ok(()) => {
                     self.fifo.pop_front();
@@ -300,7 +340,9 @@ impl World {
                     self.expect.busy += 1;
                     self.log(|| format!("  -> Busy (h{h} stays queued)"));
                     if self.done.contains(&h) {
-                        self.fail(format!("submit of h{h} answered Busy but the parent was completed"));
+                        self.fail(format!(
+                            "submit of h{h} answered Busy but the parent was completed"
+                        ));
                         return;
                     }
                     self.unaccept(h);
@@ -315,14 +357,21 @@ impl World {
 
     /// Parents accepted and not completed.
     pub fn parents_in_flight(&self) -> usize {
-        self.parents.values().filter(|p| p.state == PState::InFlight).count()
+        self.parents
+            .values()
+            .filter(|p| p.state == PState::InFlight)
+            .count()
     }
 
     // ----- leg I/O delivery --------------------------------------------------------------------
 
     /// Tokens that can be delivered.
     pub fn deliverable(&self) -> Vec<u64> {
-        self.pending.iter().filter(|(_, p)| !p.swallowed).map(|(&t, _)| t).collect()
+        self.pending
+            .iter()
+            .filter(|(_, p)| !p.swallowed)
+            .map(|(&t, _)| t)
+            .collect()
     }
 
     /// The bytes a pending write would put on its leg right now.
@@ -338,11 +387,16 @@ impl World {
         match &p.buf {
             Buf::Parent { buf, offset } => {
                 let parent = self.parents.get(buf)?;
-                parent.data.get(*offset as usize..*offset as usize + len).map(<[u8]>::to_vec)
+                parent
+                    .data
+                    .get(*offset as usize..*offset as usize + len)
+                    .map(<[u8]>::to_vec)
             }
-            Buf::Resync { slot, offset } => {
-                self.resync_bufs.get(*slot as usize)?.get(*offset as usize..*offset as usize + len).map(<[u8]>::to_vec)
-            }
+            Buf::Resync { slot, offset } => self
+                .resync_bufs
+                .get(*slot as usize)?
+                .get(*offset as usize..*offset as usize + len)
+                .map(<[u8]>::to_vec),
             Buf::Meta { bytes, .. } => Some(bytes.clone()),
             Buf::None => None,
         }
@@ -350,7 +404,9 @@ impl World {
 
     /// Complete leg I/O `token` as the simulated device would, and tell the core.
     pub fn deliver<C: Core<World>>(&mut self, core: &mut C, token: u64) {
-        let Some(p) = self.pending.remove(&token) else { return };
+        let Some(p) = self.pending.remove(&token) else {
+            return;
+        };
         self.now += 1;
         let leg = p.leg as usize;
         let now = self.now;
@@ -362,12 +418,22 @@ impl World {
         if self.mutant == Some(Mutant::EarlyCompletion)
             && !self.mutant_fired
             && p.op == LegOp::Write
-            && parent.is_some_and(|b| self.parents.get(&b).is_some_and(|q| q.io.op == ParentOp::Write && q.outstanding >= 2))
+            && parent.is_some_and(|b| {
+                self.parents
+                    .get(&b)
+                    .is_some_and(|q| q.io.op == ParentOp::Write && q.outstanding >= 2)
+            })
         {
             self.mutant_fired = true;
             let h = parent.unwrap_or(0);
             self.log(|| format!("MUTANT: swallow t{token} and complete h{h} early"));
-            self.pending.insert(token, Pending { swallowed: true, ..p });
+            self.pending.insert(
+                token,
+                Pending {
+                    swallowed: true,
+                    ..p
+                },
+            );
             self.complete(h, Ok(()));
             return;
         }
@@ -379,9 +445,10 @@ impl World {
                     let mut tmp = vec![0u8; len];
                     self.legs[leg].read(p.sector, &mut tmp);
                     let dst = match &p.buf {
-                        Buf::Parent { buf, offset } => {
-                            self.parents.get_mut(buf).and_then(|q| q.data.get_mut(*offset as usize..*offset as usize + len))
-                        }
+                        Buf::Parent { buf, offset } => self
+                            .parents
+                            .get_mut(buf)
+                            .and_then(|q| q.data.get_mut(*offset as usize..*offset as usize + len)),
                         Buf::Resync { slot, offset } => self
                             .resync_bufs
                             .get_mut(*slot as usize)
@@ -390,7 +457,10 @@ impl World {
                     };
                     match dst {
                         Some(d) => d.copy_from_slice(&tmp),
-                        None => self.fail(format!("read t{token} lands in a buffer that does not exist: {:?}", p.buf)),
+                        None => self.fail(format!(
+                            "read t{token} lands in a buffer that does not exist: {:?}",
+                            p.buf
+                        )),
                     }
                 }
                 r
@@ -402,7 +472,9 @@ impl World {
                     // this reads it back to hold it to that promise.
                     let now_bytes = unsafe { std::slice::from_raw_parts(*ptr, bytes.len()) };
                     if now_bytes != &bytes[..] {
-                        self.fail(format!("metadata buffer of t{token} changed before its write completed"));
+                        self.fail(format!(
+                            "metadata buffer of t{token} changed before its write completed"
+                        ));
                     }
                 }
                 if r.is_ok() {
@@ -412,7 +484,10 @@ impl World {
                                 && !self.mutant_fired
                                 && leg == self.legs.len() - 1
                                 && parent.is_some()
-                                && (0..p.count as u64).any(|i| self.legs[leg].sector(p.sector + i) != &data[i as usize * self.ss..(i as usize + 1) * self.ss]);
+                                && (0..p.count as u64).any(|i| {
+                                    self.legs[leg].sector(p.sector + i)
+                                        != &data[i as usize * self.ss..(i as usize + 1) * self.ss]
+                                });
                             if stale {
                                 self.mutant_fired = true;
                                 self.log(|| format!("MUTANT: leg {leg} drops write t{token} but reports success"));
@@ -421,7 +496,10 @@ impl World {
                                 self.legs[leg].write(p.sector, &data, p.fua, tag, now);
                             }
                         }
-                        None => self.fail(format!("write t{token} takes its data from a buffer that does not exist: {:?}", p.buf)),
+                        None => self.fail(format!(
+                            "write t{token} takes its data from a buffer that does not exist: {:?}",
+                            p.buf
+                        )),
                     }
                 }
                 r
@@ -446,7 +524,9 @@ impl World {
             }
         };
         match (p.op, result) {
-            (_, Err(IoError::Gone)) | (LegOp::Write | LegOp::Flush, Err(IoError::Io)) => self.track[leg].must_be_out = true,
+            (_, Err(IoError::Gone)) | (LegOp::Write | LegOp::Flush, Err(IoError::Io)) => {
+                self.track[leg].must_be_out = true
+            }
             _ => {}
         }
         if let Some(b) = parent {
@@ -456,7 +536,10 @@ impl World {
                     Ok(()) if p.op == LegOp::Write && q.io.op == ParentOp::Write => {
                         q.leg_writes.push((p.leg, token));
                         for s in range(p.sector, p.count) {
-                            if let Some(c) = s.checked_sub(q.io.sector).and_then(|i| q.covered[leg].get_mut(i as usize)) {
+                            if let Some(c) = s
+                                .checked_sub(q.io.sector)
+                                .and_then(|i| q.covered[leg].get_mut(i as usize))
+                            {
                                 *c = true;
                             }
                         }
@@ -466,7 +549,12 @@ impl World {
                 }
             }
         }
-        self.log(|| format!("done  t{token} leg{leg} {:?} {}+{} -> {result:?}", p.op, p.sector, p.count));
+        self.log(|| {
+            format!(
+                "done  t{token} leg{leg} {:?} {}+{} -> {result:?}",
+                p.op, p.sector, p.count
+            )
+        });
         self.calls += 1;
         core.leg_done(self, Token(token), result);
     }
@@ -476,7 +564,11 @@ impl World {
     /// Poll the core's status after a step: leg states feed the model's notion of trust.
     pub fn observe(&mut self, st: &Status) {
         if usize::from(st.legs) != self.legs.len() {
-            self.fail(format!("status reports {} legs, the mirror has {}", st.legs, self.legs.len()));
+            self.fail(format!(
+                "status reports {} legs, the mirror has {}",
+                st.legs,
+                self.legs.len()
+            ));
             return;
         }
         for i in 0..self.legs.len() {
@@ -494,7 +586,10 @@ impl World {
                 t.trusted_since = None;
             }
             if t.fenced && ls.state.is_active() {
-                self.fail(format!("leg {i} left service but status says {:?}", ls.state));
+                self.fail(format!(
+                    "leg {i} left service but status says {:?}",
+                    ls.state
+                ));
             }
         }
     }
@@ -506,13 +601,18 @@ impl World {
 
     /// Legs in sync since before `since` (as far as the status polls saw).
     fn legs_insync(&self, since: u64) -> Vec<usize> {
-        (0..self.legs.len()).filter(|&i| self.track[i].insync_since.is_some_and(|x| x <= since)).collect()
+        (0..self.legs.len())
+            .filter(|&i| self.track[i].insync_since.is_some_and(|x| x <= since))
+            .collect()
     }
 
     /// Legs that must have received a parent accepted at `since`: in sync since before it, and
     /// not out of service since.
     fn legs_bound(&self, since: u64) -> Vec<usize> {
-        self.legs_insync(since).into_iter().filter(|&i| self.track[i].left_at.is_none_or(|l| l < since)).collect()
+        self.legs_insync(since)
+            .into_iter()
+            .filter(|&i| self.track[i].left_at.is_none_or(|l| l < since))
+            .collect()
     }
 
     /// Once nothing is in flight: in-sync legs identical, each sector holding a possible value;
@@ -520,11 +620,17 @@ impl World {
     pub fn check_quiet(&mut self, st: &Status, full: bool) {
         let in_flight = self.parents_in_flight();
         if !self.pending.is_empty() && full {
-            self.fail(format!("quiet check with {} leg I/Os still pending", self.pending.len()));
+            self.fail(format!(
+                "quiet check with {} leg I/Os still pending",
+                self.pending.len()
+            ));
             return;
         }
         if in_flight != 0 || !self.fifo.is_empty() {
-            self.fail(format!("quiet check with {in_flight} parents in flight and {} queued", self.fifo.len()));
+            self.fail(format!(
+                "quiet check with {in_flight} parents in flight and {} queued",
+                self.fifo.len()
+            ));
             return;
         }
         for i in 0..self.legs.len() {
@@ -547,17 +653,25 @@ impl World {
             let mut first: Option<usize> = None;
             for &l in &insync {
                 let bytes = self.legs[l].sector(s);
-                let ok = pattern::decode(bytes).is_some_and(|(id, at)| at == s && poss.contains(&id));
+                let ok =
+                    pattern::decode(bytes).is_some_and(|(id, at)| at == s && poss.contains(&id));
                 if !ok {
                     let d = pattern::describe(bytes);
-                    self.fail(format!("quiet: leg {l} sector {s} holds {d}, possible {poss:?}"));
+                    self.fail(format!(
+                        "quiet: leg {l} sector {s} holds {d}, possible {poss:?}"
+                    ));
                     return;
                 }
                 match first {
                     None => first = Some(l),
                     Some(f) if self.legs[f].sector(s) != bytes => {
-                        let (a, b) = (pattern::describe(self.legs[f].sector(s)), pattern::describe(bytes));
-                        self.fail(format!("quiet: in-sync legs {f} and {l} differ at sector {s}: {a} vs {b}"));
+                        let (a, b) = (
+                            pattern::describe(self.legs[f].sector(s)),
+                            pattern::describe(bytes),
+                        );
+                        self.fail(format!(
+                            "quiet: in-sync legs {f} and {l} differ at sector {s}: {a} vs {b}"
+                        ));
                         return;
                     }
                     Some(_) => {}
@@ -577,13 +691,18 @@ impl World {
                 self.fail(format!("counters {got:?}, expected {:?}", self.expect));
             }
             if st.inflight_parents != 0 || st.inflight_leg_ios != 0 {
-                self.fail(format!("quiet but status shows {} parents, {} leg I/Os in flight", st.inflight_parents, st.inflight_leg_ios));
+                self.fail(format!(
+                    "quiet but status shows {} parents, {} leg I/Os in flight",
+                    st.inflight_parents, st.inflight_leg_ios
+                ));
             }
         }
     }
 
     fn check_read(&mut self, h: u64, result: IoResult) {
-        let Some(p) = self.parents.get(&h) else { return };
+        let Some(p) = self.parents.get(&h) else {
+            return;
+        };
         let (io, since) = (p.io, p.accepted_at);
         match result {
             Ok(()) => {
@@ -594,7 +713,8 @@ impl World {
                     if allowed.contains(&ANY) {
                         continue;
                     }
-                    let ok = pattern::decode(bytes).is_some_and(|(id, at)| at == s && allowed.contains(&id));
+                    let ok = pattern::decode(bytes)
+                        .is_some_and(|(id, at)| at == s && allowed.contains(&id));
                     if !ok {
                         let msg = format!(
                             "read h{h} ({}+{}) sector {s} returned {}, allowed {allowed:?}",
@@ -609,14 +729,18 @@ impl World {
             }
             Err(e) => {
                 if let Some(l) = self.trusted_throughout(since) {
-                    self.fail(format!("read h{h} failed with {e:?} though leg {l} was in sync and healthy"));
+                    self.fail(format!(
+                        "read h{h} failed with {e:?} though leg {l} was in sync and healthy"
+                    ));
                 }
             }
         }
     }
 
     fn check_write(&mut self, h: u64, result: IoResult) {
-        let Some(p) = self.parents.get(&h) else { return };
+        let Some(p) = self.parents.get(&h) else {
+            return;
+        };
         let (io, since) = (p.io, p.accepted_at);
         let discard = io.op == ParentOp::Discard;
         match result {
@@ -625,7 +749,9 @@ impl World {
                 for l in self.legs_insync(since) {
                     if p.failed_legs.contains(&(l as u8)) {
                         if !self.track[l].fenced {
-                            self.fail(format!("write h{h} completed before the failure of leg {l} was reported"));
+                            self.fail(format!(
+                                "write h{h} completed before the failure of leg {l} was reported"
+                            ));
                             return;
                         }
                         continue;
@@ -646,7 +772,9 @@ impl World {
                 if io.fua {
                     for &(l, t) in &p.leg_writes {
                         if self.legs[usize::from(l)].is_cached(t) {
-                            self.fail(format!("FUA write h{h} completed but leg {l} only cached it (t{t})"));
+                            self.fail(format!(
+                                "FUA write h{h} completed but leg {l} only cached it (t{t})"
+                            ));
                             return;
                         }
                     }
@@ -654,7 +782,10 @@ impl World {
             }
             Err(e) => {
                 if let Some(l) = self.trusted_throughout(since) {
-                    self.fail(format!("{:?} h{h} failed with {e:?} though leg {l} was in sync and healthy", io.op));
+                    self.fail(format!(
+                        "{:?} h{h} failed with {e:?} though leg {l} was in sync and healthy",
+                        io.op
+                    ));
                 }
             }
         }
@@ -666,7 +797,9 @@ impl World {
     }
 
     fn check_flush(&mut self, h: u64, result: IoResult) {
-        let Some(p) = self.parents.get_mut(&h) else { return };
+        let Some(p) = self.parents.get_mut(&h) else {
+            return;
+        };
         let since = p.accepted_at;
         let snap = p.snap.take();
         match result {
@@ -683,7 +816,9 @@ impl World {
             }
             Err(e) => {
                 if let Some(l) = self.trusted_throughout(since) {
-                    self.fail(format!("flush h{h} failed with {e:?} though leg {l} was in sync and healthy"));
+                    self.fail(format!(
+                        "flush h{h} failed with {e:?} though leg {l} was in sync and healthy"
+                    ));
                 }
             }
         }
@@ -722,7 +857,10 @@ impl Host for World {
                 BufRef::Meta(m) => format!("Meta({} B)", m.len()),
                 other => format!("{other:?}"),
             };
-            format!("issue t{t} leg{} {:?} {}+{} fua={} {b}", io.leg, io.op, io.sector, io.count, io.fua)
+            format!(
+                "issue t{t} leg{} {:?} {}+{} fua={} {b}",
+                io.leg, io.op, io.sector, io.count, io.fua
+            )
         });
         if self.pending.contains_key(&t) {
             self.fail(format!("token t{t} reused while in flight"));
@@ -730,17 +868,29 @@ impl Host for World {
         }
         let leg = usize::from(io.leg);
         if leg >= self.legs.len() {
-            self.fail(format!("I/O t{t} to leg {leg}, the mirror has {}", self.legs.len()));
+            self.fail(format!(
+                "I/O t{t} to leg {leg}, the mirror has {}",
+                self.legs.len()
+            ));
             return;
         }
-        let data_io = matches!(io.op, LegOp::Read | LegOp::Write) && !matches!(io.buf, BufRef::Meta(_));
+        let data_io =
+            matches!(io.op, LegOp::Read | LegOp::Write) && !matches!(io.buf, BufRef::Meta(_));
         if data_io && self.track[leg].fenced {
-            self.fail(format!("{:?} t{t} issued to leg {leg}, which left service", io.op));
+            self.fail(format!(
+                "{:?} t{t} issued to leg {leg}, which left service",
+                io.op
+            ));
             return;
         }
         let end = io.sector + u64::from(io.count);
-        if matches!(io.op, LegOp::Read | LegOp::Write | LegOp::Discard) && (io.count == 0 || end > self.leg_sectors) {
-            self.fail(format!("{:?} t{t} {}+{} outside leg of {} sectors", io.op, io.sector, io.count, self.leg_sectors));
+        if matches!(io.op, LegOp::Read | LegOp::Write | LegOp::Discard)
+            && (io.count == 0 || end > self.leg_sectors)
+        {
+            self.fail(format!(
+                "{:?} t{t} {}+{} outside leg of {} sectors",
+                io.op, io.sector, io.count, self.leg_sectors
+            ));
             return;
         }
         let len = u64::from(io.count) * ss;
@@ -754,7 +904,10 @@ impl Host for World {
                 Buf::None
             }
             BufRef::Meta(m) => {
-                if io.op != LegOp::Write || m.len() as u64 != len || io.sector < self.cfg.data_sectors {
+                if io.op != LegOp::Write
+                    || m.len() as u64 != len
+                    || io.sector < self.cfg.data_sectors
+                {
                     self.fail(format!(
                         "metadata {:?} t{t} {}+{} with {} bytes (data area ends at {})",
                         io.op,
@@ -766,12 +919,22 @@ impl Host for World {
                     return;
                 }
                 self.stats.meta_writes += 1;
-                Buf::Meta { ptr: m.as_ptr(), bytes: m.to_vec() }
+                Buf::Meta {
+                    ptr: m.as_ptr(),
+                    bytes: m.to_vec(),
+                }
             }
             BufRef::Parent { buf, offset } => {
                 let Some(p) = self.parents.get_mut(&buf) else {
-                    let why = if self.done.contains(&buf) { "already completed" } else { "unknown" };
-                    self.fail(format!("{:?} t{t} uses the buffer of parent h{buf}, {why}", io.op));
+                    let why = if self.done.contains(&buf) {
+                        "already completed"
+                    } else {
+                        "unknown"
+                    };
+                    self.fail(format!(
+                        "{:?} t{t} uses the buffer of parent h{buf}, {why}",
+                        io.op
+                    ));
                     return;
                 };
                 let pio = p.io;
@@ -782,7 +945,12 @@ impl Host for World {
                     LegOp::Write => matches!(pio.op, ParentOp::Write | ParentOp::Read),
                     _ => false,
                 };
-                if p.state != PState::InFlight || !fits || !place || !kind_ok || end > self.cfg.data_sectors {
+                if p.state != PState::InFlight
+                    || !fits
+                    || !place
+                    || !kind_ok
+                    || end > self.cfg.data_sectors
+                {
                     let st = p.state;
                     self.fail(format!(
                         "{:?} t{t} leg{leg} {}+{} on parent h{buf} ({:?} {}+{}, {st:?}) at offset {offset}: wrong buffer use",
@@ -802,7 +970,10 @@ impl Host for World {
                     || !matches!(io.op, LegOp::Read | LegOp::Write)
                     || end > self.cfg.data_sectors
                 {
-                    self.fail(format!("{:?} t{t} {}+{} on resync slot {slot} offset {offset}: out of bounds", io.op, io.sector, io.count));
+                    self.fail(format!(
+                        "{:?} t{t} {}+{} on resync slot {slot} offset {offset}: out of bounds",
+                        io.op, io.sector, io.count
+                    ));
                     return;
                 }
                 self.stats.resync_ios += 1;
@@ -810,10 +981,23 @@ impl Host for World {
             }
         };
         let _ = parent;
-        let mark = if io.op == LegOp::Flush { self.legs[leg].flush_mark() } else { 0 };
+        let mark = if io.op == LegOp::Flush {
+            self.legs[leg].flush_mark()
+        } else {
+            0
+        };
         self.pending.insert(
             t,
-            Pending { leg: io.leg, op: io.op, sector: io.sector, count: io.count, fua: io.fua, buf, mark, swallowed: false },
+            Pending {
+                leg: io.leg,
+                op: io.op,
+                sector: io.sector,
+                count: io.count,
+                fua: io.fua,
+                buf,
+                mark,
+                swallowed: false,
+            },
         );
     }
 
@@ -821,16 +1005,25 @@ impl Host for World {
         self.now += 1;
         self.log(|| format!("complete h{handle} -> {result:?}"));
         let Some(p) = self.parents.get(&handle) else {
-            let why = if self.done.contains(&handle) { "completed twice" } else { "unknown parent" };
+            let why = if self.done.contains(&handle) {
+                "completed twice"
+            } else {
+                "unknown parent"
+            };
             self.fail(format!("complete(h{handle}): {why}"));
             return;
         };
         if p.state != PState::InFlight {
-            self.fail(format!("complete(h{handle}) of a parent that was not accepted"));
+            self.fail(format!(
+                "complete(h{handle}) of a parent that was not accepted"
+            ));
             return;
         }
         if p.outstanding != 0 {
-            self.fail(format!("h{handle} completed with {} of its leg I/Os still outstanding", p.outstanding));
+            self.fail(format!(
+                "h{handle} completed with {} of its leg I/Os still outstanding",
+                p.outstanding
+            ));
             return;
         }
         match p.io.op {
