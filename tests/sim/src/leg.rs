@@ -27,16 +27,16 @@ pub struct Faults {
     pub gone: bool,
     /// The next flush fails with `Io`.
     pub flush_fail: bool,
+    /// Some sector error was injected since the last `clear` (kept even if a write healed it).
+    pub sectors: bool,
 }
 
 impl Faults {
     pub fn any(&self) -> bool {
-        self.gone
-            || self.flush_fail
-            || self.read_err.iter().any(|&b| b)
-            || self.write_err.iter().any(|&b| b)
+        self.gone || self.flush_fail || self.sectors
     }
     pub fn clear(&mut self) {
+        self.sectors = false;
         self.gone = false;
         self.flush_fail = false;
         self.read_err.iter_mut().for_each(|b| *b = false);
@@ -81,6 +81,7 @@ impl Leg {
                 write_err: vec![false; sectors as usize],
                 gone: false,
                 flush_fail: false,
+                sectors: false,
             },
             discard_supported: true,
             lose_flushed_write: false,

@@ -421,6 +421,7 @@ impl Sim {
         let start = self.rng.below(data);
         let len = self.rng.range(1, 16).min(data - start);
         let leg = &mut self.w.legs[l];
+        leg.faults.sectors |= kind < 2;
         match kind {
             0 => {
                 leg.faults.read_err[start as usize..(start + len) as usize]

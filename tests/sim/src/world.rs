@@ -650,31 +650,28 @@ impl World {
             if poss.contains(&ANY) {
                 continue;
             }
-            let mut first: Option<usize> = None;
-            for &l in &insync {
-                let bytes = self.legs[l].sector(s);
-                let ok =
-                    pattern::decode(bytes).is_some_and(|(id, at)| at == s && poss.contains(&id));
-                if !ok {
-                    let d = pattern::describe(bytes);
+            let Some((&f, rest)) = insync.split_first() else {
+                break;
+            };
+            let bytes = self.legs[f].sector(s);
+            let ok = pattern::decode(bytes).is_some_and(|(id, at)| at == s && poss.contains(&id));
+            if !ok {
+                let d = pattern::describe(bytes);
+                self.fail(format!(
+                    "quiet: leg {f} sector {s} holds {d}, possible {poss:?}"
+                ));
+                return;
+            }
+            for &l in rest {
+                if self.legs[l].sector(s) != bytes {
+                    let (a, b) = (
+                        pattern::describe(bytes),
+                        pattern::describe(self.legs[l].sector(s)),
+                    );
                     self.fail(format!(
-                        "quiet: leg {l} sector {s} holds {d}, possible {poss:?}"
+                        "quiet: in-sync legs {f} and {l} differ at sector {s}: {a} vs {b}"
                     ));
                     return;
-                }
-                match first {
-                    None => first = Some(l),
-                    Some(f) if self.legs[f].sector(s) != bytes => {
-                        let (a, b) = (
-                            pattern::describe(self.legs[f].sector(s)),
-                            pattern::describe(bytes),
-                        );
-                        self.fail(format!(
-                            "quiet: in-sync legs {f} and {l} differ at sector {s}: {a} vs {b}"
-                        ));
-                        return;
-                    }
-                    Some(_) => {}
                 }
             }
         }
