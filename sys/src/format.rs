@@ -217,15 +217,11 @@ const fn crc_tables() -> [[u32; 256]; 8] {
 
 static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
 
+/// Entry `index & 0xff` of table `T` (< 8).
 #[inline(always)]
-fn tab(table: usize, index: u32) -> u32 {
-    match CRC_TABLES
-        .get(table)
-        .and_then(|t| t.get((index & 0xff) as usize))
-    {
-        Some(v) => *v,
-        None => 0, // not reachable: table < 8 and index masked to a byte
-    }
+#[allow(clippy::indexing_slicing)] // T < 8 (const) and the index is masked to 0..=255
+fn tab<const T: usize>(index: u32) -> u32 {
+    CRC_TABLES[T][(index & 0xff) as usize]
 }
 
 /// CRC32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start):
@@ -238,17 +234,17 @@ pub fn crc32c(crc: u32, bytes: &[u8]) -> u32 {
         w.copy_from_slice(ch);
         let lo = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) ^ c;
         let hi = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
-        c = tab(7, lo)
-            ^ tab(6, lo >> 8)
-            ^ tab(5, lo >> 16)
-            ^ tab(4, lo >> 24)
-            ^ tab(3, hi)
-            ^ tab(2, hi >> 8)
-            ^ tab(1, hi >> 16)
-            ^ tab(0, hi >> 24);
+        c = tab::<7>(lo)
+            ^ tab::<6>(lo >> 8)
+            ^ tab::<5>(lo >> 16)
+            ^ tab::<4>(lo >> 24)
+            ^ tab::<3>(hi)
+            ^ tab::<2>(hi >> 8)
+            ^ tab::<1>(hi >> 16)
+            ^ tab::<0>(hi >> 24);
     }
     for &b in chunks.remainder() {
-        c = tab(0, c ^ u32::from(b)) ^ (c >> 8);
+        c = tab::<0>(c ^ u32::from(b)) ^ (c >> 8);
     }
     !c
 }
