@@ -16,12 +16,12 @@ use std::sync::mpsc::channel;
 use std::time::Instant;
 
 const USAGE: &str = "usage:
-  dmirror label [--name N] [--region-size S] [--force] [--use-smallest] LEG...
+  dmirror label [--name N] [--region-size S] [--force] [--use-smallest] [--resync] LEG...
   dmirror inspect [--json] LEG...
   dmirror check LEG...
-  dmirror resync [--force] LEG...
+  dmirror resync [--force] [--winner LEG] LEG...
   dmirror serve [--listen ADDR:PORT | --socket PATH] [--control PATH] [--force]
-                [--io-threads N] [LEG...]
+                [--winner LEG] [--io-threads N] [--name EXPORT] [LEG...]
   dmirror status [--control PATH] [--json]
   dmirror add [--control PATH] [--force] LEG
   dmirror remove [--control PATH] LEG
@@ -191,7 +191,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     let a = Args::parse(
         argv,
         &["--name", "--region-size"],
-        &["--force", "--use-smallest"],
+        &["--force", "--use-smallest", "--resync"],
     )?;
     let specs = legs_from(&a.pos)?;
     let devs = open_all(&specs, true)?;
@@ -199,25 +199,33 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     if name.len() > 32 {
         return Err(format!("name '{name}' is longer than 32 bytes"));
     }
-    label_devs(
-        &devs,
-        &name,
-        a.opt("--region-size"),
-        a.flag("--force"),
-        a.flag("--use-smallest"),
-        false,
-    )?;
+    let o = LabelOpts {
+        region: a.opt("--region-size"),
+        force: a.flag("--force"),
+        use_smallest: a.flag("--use-smallest"),
+        resync: a.flag("--resync"),
+        quiet: false,
+    };
+    label_devs(&devs, &name, &o)?;
     Ok(0)
 }
 
-fn label_devs(
-    devs: &[Dev],
-    name: &str,
-    region: Option<&str>,
+struct LabelOpts<'a> {
+    region: Option<&'a str>,
     force: bool,
     use_smallest: bool,
+    resync: bool,
     quiet: bool,
-) -> Result<(), String> {
+}
+
+fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
+    let LabelOpts {
+        region,
+        force,
+        use_smallest,
+        resync,
+        quiet,
+    } = *o;
     if devs.len() > dmirror::MAX_LEGS {
         return Err(format!("at most {} legs", dmirror::MAX_LEGS));
     }
@@ -268,8 +276,7 @@ fn label_devs(
         }
         None => meta::default_region_sectors(smallest, 512),
     };
-    let legs = devs.len() as u8;
-    let Some(data_sectors) = meta::max_data_sectors(smallest, 512, region_sectors, legs) else {
+    let Some(data_sectors) = meta::max_data_sectors(smallest, 512, region_sectors) else {
         let d = devs
             .iter()
             .find(|d| d.bytes == smallest)
@@ -296,7 +303,7 @@ fn label_devs(
             human(data_sectors * 512)
         );
     }
-    meta::write_labels(devs, name, region_sectors, data_sectors)?;
+    meta::write_labels(devs, name, region_sectors, data_sectors, resync)?;
     if !quiet {
         println!(
             "labelled {} legs as mirror '{name}': {} of data, {} regions",
@@ -373,7 +380,7 @@ fn meta_json(d: &Dev, m: &meta::LegMeta) -> Value {
         "generation": l.generation,
         "seq": l.seq,
         "slot": m.slot,
-        "superblock_offsets": meta::slot_offsets(d.bytes, l),
+        "superblock_offsets": meta::slot_offsets(d.bytes, l.sector_size),
         "clean": l.clean,
         "authoritative": l.authoritative,
         "sector_size": l.sector_size,
@@ -614,7 +621,11 @@ struct Opened {
     asm: meta::Assembled,
 }
 
-fn open_and_assemble(specs: &[LegSpec], force: bool) -> Result<Opened, String> {
+fn open_and_assemble(
+    specs: &[LegSpec],
+    force: bool,
+    winner: Option<&str>,
+) -> Result<Opened, String> {
     let devs = open_all(specs, true)?;
     let mut metas = Vec::new();
     for d in &devs {
@@ -629,7 +640,15 @@ fn open_and_assemble(specs: &[LegSpec], force: bool) -> Result<Opened, String> {
         }
     }
     let refs: Vec<&Dev> = devs.iter().collect();
-    let asm = meta::assemble(&refs, &metas, force)?;
+    let winner = match winner {
+        None => None,
+        Some(w) => {
+            let ws = LegSpec::parse(w)?;
+            let found = specs.iter().position(|s| s.path == ws.path);
+            Some(found.ok_or_else(|| format!("--winner {w} is not one of the legs given"))?)
+        }
+    };
+    let asm = meta::assemble(&refs, &metas, force, winner)?;
     Ok(Opened { devs, asm })
 }
 
@@ -753,9 +772,9 @@ impl Progress {
 // ---- resync --------------------------------------------------------------------------------
 
 fn cmd_resync(argv: &[String]) -> Result<u8, String> {
-    let a = Args::parse(argv, &[], &["--force"])?;
+    let a = Args::parse(argv, &["--winner"], &["--force"])?;
     let specs = legs_from(&a.pos)?;
-    let o = open_and_assemble(&specs, a.flag("--force"))?;
+    let o = open_and_assemble(&specs, a.flag("--force"), a.opt("--winner"))?;
     let (devs, asm) = devs_by_slot(o);
     let cfg = asm.cfg;
     let need =
@@ -820,6 +839,7 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             "--control",
             "--io-threads",
             "--name",
+            "--winner",
         ],
         &["--force"],
     )?;
@@ -903,7 +923,7 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             return Err(e);
         }
     }
-    let opened = match open_and_assemble(&specs, a.flag("--force")) {
+    let opened = match open_and_assemble(&specs, a.flag("--force"), a.opt("--winner")) {
         Ok(o) => o,
         Err(e) => {
             cleanup_sock();
@@ -959,7 +979,14 @@ fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
             &s.path.display().to_string(),
         )?);
     }
-    label_devs(&devs, "dmirror", None, false, false, true)?;
+    let o = LabelOpts {
+        region: None,
+        force: false,
+        use_smallest: false,
+        resync: false,
+        quiet: true,
+    };
+    label_devs(&devs, "dmirror", &o)?;
     eprintln!(
         "dmirror: created and labelled {} legs of {} in {DEFAULT_DIR}",
         devs.len(),
