@@ -517,7 +517,7 @@ fn cmd_check(argv: &[String]) -> Result<u8, String> {
     for (d, m) in devs.iter().zip(&metas).skip(1) {
         if m.label.mirror_uuid != metas[0].label.mirror_uuid {
             return Err(format!(
-                "legs of different mirrors: {} belongs to {} but {} to {}",
+                "legs of different mirrors: {} belongs to mirror {}, {} to another mirror ({})",
                 devs[0].name,
                 uuid_str(&metas[0].label.mirror_uuid),
                 d.name,

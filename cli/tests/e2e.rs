@@ -56,28 +56,45 @@ impl Drop for Dir {
     }
 }
 
-/// Run a command with a time limit; a hang is a test failure, not a stuck CI.
+/// Run a command with a time limit; a hang is a test failure, not a stuck CI. Its output is
+/// drained while it runs (a full pipe must not stall it).
 fn run_limit(cmd: &mut Command, secs: u64) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
+            let _ = child.wait();
+            let o = out.join().unwrap();
+            let e = err.join().unwrap();
             panic!(
                 "command timed out after {secs}s: {cmd:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 
@@ -258,7 +275,7 @@ fn qemu_io_over_tcp_and_unix_then_legs_identical() {
             "write -P 0xab 0 64k",
             "read -P 0xab 0 64k",
             "write -P 0x5a 10M 1M",
-            "write -F -P 0x3c 20M 4k",
+            "write -f -P 0x3c 20M 4k",
             "flush",
             "read -P 0x5a 10M 1M",
             "read -P 0x3c 20M 4k",
@@ -344,15 +361,15 @@ fn bad_input_one_clear_line_and_nothing_written() {
         refused(&["label", &ro], "Permission denied");
     }
     refused(&["inspect", &big], "no dmirror metadata");
-    refused(&["check", &a, &c], "different mirrors");
-    refused(&["resync", &a, &c], "different mirrors");
+    refused(&["check", &a, &c], "another mirror");
+    refused(&["resync", &a, &c], "another mirror");
     refused(
         &["serve", "--listen", "127.0.0.1:0", &a, &missing],
         "missing.img",
     );
     refused(
         &["serve", "--listen", "127.0.0.1:0", &a, &c],
-        "different mirrors",
+        "another mirror",
     );
     refused(
         &["serve", "--listen", "127.0.0.1:0", &big],
@@ -438,7 +455,10 @@ fn kill9_mid_workload_then_restart_and_resync() {
     let base = 8 * MIB;
     let cmds = workload(n, base);
     let client = std::thread::spawn(move || qemu_io(&url, &cmds, 300));
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill once a third of the workload is acknowledged.
+    wait_status(&s, "the workload to get going", 60, |st| {
+        st["counters"]["parent_writes"].as_u64().unwrap_or(0) >= n as u64 / 3
+    });
     s.kill9();
     let out = client.join().unwrap();
 
