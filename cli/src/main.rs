@@ -702,9 +702,8 @@ fn signal_thread(set: libc::sigset_t, tx: std::sync::mpsc::Sender<Msg>) {
 
 struct Progress {
     tty: bool,
-    start: Instant,
     last_print: Instant,
-    first_done: Option<u64>,
+    first: Option<(u64, Instant)>,
 }
 
 impl Progress {
@@ -712,9 +711,8 @@ impl Progress {
         let now = Instant::now();
         Progress {
             tty: std::io::stderr().is_terminal(),
-            start: now,
             last_print: now,
-            first_done: None,
+            first: None,
         }
     }
 
@@ -727,13 +725,14 @@ impl Progress {
             }
         }
         let (done, total) = (done * ss, total * ss);
+        // The rate counts from the first status seen (a resumed rebuild starts part done).
+        let (first, t0) = *self.first.get_or_insert((done, Instant::now()));
         let since = self.last_print.elapsed().as_millis();
         if !force && ((self.tty && since < 200) || (!self.tty && since < 2000)) {
             return;
         }
         self.last_print = Instant::now();
-        let first = *self.first_done.get_or_insert(done);
-        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        let secs = t0.elapsed().as_secs_f64().max(0.001);
         let rate = (done.saturating_sub(first)) as f64 / secs;
         let eta = if rate > 0.0 && total > done {
             format!("{:.0}s", (total - done) as f64 / rate)

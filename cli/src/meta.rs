@@ -9,6 +9,9 @@ use dmirror::{Config, Init, LegInit, LegState, LogKind, Rebuild, MAX_LEGS};
 /// sizes up to 4096 the slots sit at the same byte offsets whatever the sector size).
 pub const SECTOR: u32 = 512;
 
+/// Bytes one resync copy moves (capped at a region).
+const RESYNC_CHUNK_BYTES: u32 = 1 << 20;
+
 /// The newest valid superblock of one leg, in the terms the CLI prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Label {
@@ -340,7 +343,10 @@ pub fn assemble(
     cfg.region_sectors = w.region_sectors;
     cfg.log = LogKind::OnLegs;
     cfg.read_policy = w.read_policy().unwrap_or_default();
-    cfg.resync.chunk_sectors = u64::from(cfg.resync.chunk_sectors).min(w.region_sectors) as u32;
+    // Userland has memory to spare: bigger copies, more of them in flight.
+    cfg.resync.max_inflight = 8;
+    cfg.resync.chunk_sectors =
+        (u64::from(RESYNC_CHUNK_BYTES / ss)).clamp(1, w.region_sectors) as u32;
     Ok(Assembled {
         cfg,
         mirror_uuid: w.mirror_uuid,
