@@ -208,7 +208,13 @@ ad_state() {
 		fi
 		_dm_pos=$((_dm_pos + 1))
 	done
-	if [ "$(_dm_get "DM_IN$1")" = 1 ]; then echo missing; else echo empty; fi
+	if [ "$(_dm_get "DM_IN$1")" != 1 ]; then
+		echo empty
+	elif [ "$(_dm_get "DM_LEFT$1")" = failed ]; then
+		echo failed
+	else
+		echo missing
+	fi
 }
 
 ad_wait_sync() {
@@ -315,20 +321,26 @@ ad_heal() {
 }
 
 ad_vanish() {
-	eval "DM_PRESENT$1=0"
+	# A leg out of the table has no status: remember whether it left failed.
+	_dm_was=
+	[ -n "$DM_TABLE_LEGS" ] && _dm_was=$(ad_state "$1")
+	eval "DM_PRESENT$1=0 DM_LEFT$1=\$_dm_was"
 	[ -n "$DM_TABLE_LEGS" ] || return 0
 	_dm_retable
 }
 
+# ad_return I: the leg's device is back; a member the mirror knows as missing is put back in
+# the table (it rejoins incrementally). A failed leg is not: only ad_insert gives it back.
 ad_return() {
 	eval "DM_PRESENT$1=1"
 	[ -n "$DM_TABLE_LEGS" ] || return 0
+	[ "$(ad_state "$1")" = missing ] || return 0
 	_dm_retable
 }
 
 ad_insert() {
 	_dm_need_up || return 1
-	eval "DM_IN$1=1 DM_PRESENT$1=1"
+	eval "DM_IN$1=1 DM_PRESENT$1=1 DM_LEFT$1="
 	_dm_retable
 }
 

@@ -397,9 +397,12 @@ ad_vanish() {
 	_ul_restart
 }
 
+# ad_return I: the device is back. A kernel's taste takes back a member it knows as missing,
+# and only that (a failed leg must be given back by hand): `add` it only when it is missing.
 ad_return() {
 	eval "UL_PRESENT$1=1"
 	[ -n "${UL_PID:-}" ] || return 0
+	[ "$(ad_state "$1")" = missing ] || return 0
 	"$UL_BIN" add --control "$UL_CTL" "$(_ul_leg_arg "$1")" >>"$UL_LOG" 2>&1
 }
 
