@@ -44,7 +44,7 @@ finish() {
 		sync
 		case $os in
 		FreeBSD | DragonFly | NetBSD) shutdown -p now >/dev/null 2>&1 || poweroff ;;
-		*) poweroff ;;
+		*) poweroff -f 2>/dev/null || poweroff ;;
 		esac
 	fi
 	exit $status
