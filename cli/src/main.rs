@@ -16,7 +16,7 @@ use std::sync::mpsc::channel;
 use std::time::Instant;
 
 const USAGE: &str = "usage:
-  dmirror label [--name N] [--region-size S] [--force] [--use-smallest] [--resync] LEG...
+  dmirror label [--name N] [--region-size S] [--size S] [--force] [--use-smallest] [--resync] LEG...
   dmirror inspect [--json] LEG...
   dmirror check LEG...
   dmirror resync [--force] [--winner LEG] LEG...
@@ -190,7 +190,7 @@ fn open_all(specs: &[LegSpec], write: bool) -> Result<Vec<Dev>, String> {
 fn cmd_label(argv: &[String]) -> Result<u8, String> {
     let a = Args::parse(
         argv,
-        &["--name", "--region-size"],
+        &["--name", "--region-size", "--size"],
         &["--force", "--use-smallest", "--resync"],
     )?;
     let specs = legs_from(&a.pos)?;
@@ -201,6 +201,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     }
     let o = LabelOpts {
         region: a.opt("--region-size"),
+        size: a.opt("--size"),
         force: a.flag("--force"),
         use_smallest: a.flag("--use-smallest"),
         resync: a.flag("--resync"),
@@ -212,6 +213,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
 
 struct LabelOpts<'a> {
     region: Option<&'a str>,
+    size: Option<&'a str>,
     force: bool,
     use_smallest: bool,
     resync: bool,
@@ -221,6 +223,7 @@ struct LabelOpts<'a> {
 fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
     let LabelOpts {
         region,
+        size,
         force,
         use_smallest,
         resync,
@@ -297,7 +300,23 @@ fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
             region_sectors * 512
         ));
     }
-    if smallest != largest && !quiet {
+    let data_sectors = match size {
+        None => data_sectors,
+        Some(sz) => {
+            let b = parse_size(sz)?;
+            if b == 0 || b % 512 != 0 {
+                return Err(format!("size {sz} must be a non-zero multiple of 512 bytes"));
+            }
+            if b / 512 > data_sectors {
+                return Err(format!(
+                    "size {sz} does not fit: the legs hold at most {} bytes of data",
+                    data_sectors * 512
+                ));
+            }
+            b / 512
+        }
+    };
+    if smallest != largest && !quiet && size.is_none() {
         println!(
             "using the smallest leg's size: {} of data on each leg; larger legs keep their extra space unused",
             human(data_sectors * 512)
@@ -980,6 +999,7 @@ fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
     }
     let o = LabelOpts {
         region: None,
+        size: None,
         force: false,
         use_smallest: false,
         resync: false,
