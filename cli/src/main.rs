@@ -1195,7 +1195,8 @@ fn print_status(s: &Value) {
     for l in s["legs"].as_array().cloned().unwrap_or_default() {
         let mut extra = String::new();
         let total = l["resync_total_sectors"].as_u64().unwrap_or(0);
-        if l["state"] == "rebuilding" || total > 0 {
+        let state = l["state"].as_str().unwrap_or("");
+        if state == "rebuilding" {
             let done = l["resync_done_sectors"].as_u64().unwrap_or(0);
             let pct = if total > 0 {
                 done as f64 * 100.0 / total as f64
@@ -1209,7 +1210,7 @@ fn print_status(s: &Value) {
             );
         }
         let oos = l["regions_out_of_sync"].as_u64().unwrap_or(0);
-        if oos > 0 {
+        if oos > 0 && matches!(state, "in-sync" | "rebuilding" | "missing") {
             extra.push_str(&format!("  {oos} regions out of sync"));
         }
         println!(
