@@ -617,7 +617,9 @@ impl Sim {
             self.w.check_quiet(&st, false);
             return;
         }
-        let quiet_ticks = u64::from(self.setup.cfg.clear_delay_ticks) + 3;
+        // A dirty bit clears after its region was idle for one to two sweep periods, then a
+        // flush round and a clearing round.
+        let quiet_ticks = 2 * u64::from(self.setup.cfg.clear_delay_ticks) + 3;
         let mut idle_ticks = 0;
         let mut n = 0;
         loop {
