@@ -6,7 +6,7 @@ use crate::pattern;
 use crate::refcore::{RefBug, RefCore};
 use crate::rng::Rng;
 use crate::world::{Mutant, Stats, World};
-use dmirror::{Config, LegState, LogKind, Mirror, ParentOp, ReadPolicy, Status};
+use dmirror::{Config, ControlError, LegState, LogKind, Mirror, ParentOp, ReadPolicy, Status};
 
 #[derive(Clone, Debug, Default)]
 pub struct Opts {
@@ -17,6 +17,8 @@ pub struct Opts {
     pub mutant: Option<Mutant>,
     /// Which core to drive.
     pub backend: Backend,
+    /// Skip the "metadata buffer unchanged until completion" check.
+    pub no_meta_check: bool,
 }
 
 /// The core under test.
@@ -184,6 +186,8 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         opts.trace,
         opts.mutant,
     );
+    let mut w = w;
+    w.meta_check = !opts.no_meta_check;
     let mut sim = Sim {
         w,
         rng: rng.fork(),
@@ -493,6 +497,10 @@ impl Sim {
                 t.must_be_out = false;
                 t.uuid = uuid;
             }
+            // The slot still has I/O in flight from its previous life: try again later.
+            Err(ControlError::Busy) => self
+                .w
+                .log(|| format!("  -> Busy (leg {l} stays {state:?})")),
             Err(e) => self.w.fail(format!(
                 "add_leg({l}, incremental={incremental}) of a {state:?} leg refused: {e:?}"
             )),
@@ -513,24 +521,32 @@ impl Sim {
                         if remove { "remove_leg" } else { "fail_leg" }
                     )
                 });
+                // The leg leaves as the call begins: parents the core completes inside the call
+                // no longer owe it their data. Undone if the core refuses.
+                let saved = self.w.track[l].clone();
+                let now = self.w.now;
+                let t = &mut self.w.track[l];
+                t.fenced = true;
+                t.must_be_out = true;
+                t.left_at = Some(now);
+                t.insync_since = None;
+                t.trusted_since = None;
                 let r = if remove {
                     core.remove_leg(&mut self.w, l as u8)
                 } else {
                     core.fail_leg(&mut self.w, l as u8)
                 };
                 match r {
-                    Ok(()) => {
-                        let now = self.w.now;
-                        let t = &mut self.w.track[l];
-                        t.fenced = true;
-                        t.must_be_out = true;
-                        t.left_at = Some(now);
-                        t.insync_since = None;
-                        t.trusted_since = None;
+                    Ok(()) => {}
+                    Err(ControlError::Busy) => {
+                        self.w.track[l] = saved;
+                        self.w.log(|| "  -> Busy".to_string());
                     }
-                    Err(e) => self
-                        .w
-                        .fail(format!("fail/remove of active leg {l} refused: {e:?}")),
+                    Err(e) => {
+                        self.w.track[l] = saved;
+                        self.w
+                            .fail(format!("fail/remove of active leg {l} refused: {e:?}"));
+                    }
                 }
             }
             2 => {
@@ -636,6 +652,13 @@ impl Sim {
             if self.deliver_one(core) {
                 idle_ticks = 0;
             } else {
+                let st = self.status(core);
+                // Legs whose re-add was refused with Busy: again, now.
+                for l in 0..self.w.legs.len() {
+                    if !st.leg[l].state.is_active() {
+                        self.readd(core, l, &st);
+                    }
+                }
                 let st = core.status();
                 let all_in = (0..self.w.legs.len()).all(|i| {
                     st.leg[i].state == LegState::InSync && st.leg[i].regions_out_of_sync == 0
