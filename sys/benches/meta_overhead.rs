@@ -135,7 +135,7 @@ fn run(name: &str, sequential: bool, stop_at_touched_share: Option<f64>) {
             let (t, ..) = h.q.pop_front().unwrap();
             m.leg_done(&mut h, t, Ok(()));
         }
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             m.tick(&mut h);
         }
         if let Some(share) = stop_at_touched_share {
