@@ -86,8 +86,8 @@ extern "C" {
 #define DMIRROR_READ_SPLIT 3u       /* arg = min_sectors: larger reads are split across legs */
 
 /* Region log kinds (struct dmirror_config.log). */
-#define DMIRROR_LOG_CORE 0u    /* in memory only: a restart resyncs everything */
-#define DMIRROR_LOG_ON_LEGS 1u /* superblocks and bitmaps at the end of every leg */
+#define DMIRROR_REGION_LOG_CORE 0u    /* in memory only: a restart resyncs everything */
+#define DMIRROR_REGION_LOG_ON_LEGS 1u /* superblocks and bitmaps at the end of every leg */
 
 /* Leg states (dmirror_leg_init.state, dmirror_leg_status.state, dmirror_event.state).
  * 0 is EMPTY so that a zeroed dmirror_init describes no legs. */
@@ -147,7 +147,7 @@ extern "C" {
 
 /* Flags for dmirror_create(). */
 /* Read the write-intent and tracking bitmaps from the legs through host_ops.meta_read (requires
- * config.log == DMIRROR_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking. */
+ * config.log == DMIRROR_REGION_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking. */
 #define DMIRROR_CREATE_LOAD_BITMAPS 0x1u
 
 struct dmirror; /* opaque: one mirror, created by dmirror_create(), freed by dmirror_destroy() */
@@ -176,7 +176,7 @@ struct dmirror_config {
 	uint32_t resync_checkpoint_regions; /* persist the rebuild checkpoint every N regions */
 	struct dmirror_read_policy read_policy;
 	uint8_t legs;               /* leg slots, 1..=32 */
-	uint8_t log;                /* DMIRROR_LOG_* */
+	uint8_t log;                /* DMIRROR_REGION_LOG_* */
 	uint8_t _pad[6];
 };
 
@@ -452,6 +452,16 @@ int dmirror_shutdown(struct dmirror *m);
  * I/Os in flight reference its memory. May sleep only if the shim's free does.
  */
 int dmirror_destroy(struct dmirror *m);
+
+/*
+ * Kernel builds only (x86_64-unknown-none and the like): the shim defines this. The core is built
+ * to have no panic path reachable from its entry points (panic = abort, no unwinding, clippy
+ * denies unwrap/expect/indexing); should a compiler-inserted check fire anyway, the panic handler
+ * calls it with a NUL-terminated description (file:line: message). It should not return (on
+ * FreeBSD: panic("%s", msg)); if it does, the handler spins forever. It is not tied to a mirror:
+ * a panic handler has no context, so it cannot reach any mirror's log callback soundly.
+ */
+void dmirror_host_panic(const char *msg);
 
 #ifdef __cplusplus
 }
