@@ -107,7 +107,7 @@ extern "C" {
 #define DMIRROR_BUF_NONE 0u   /* flush, discard: no data */
 #define DMIRROR_BUF_PARENT 1u /* the parent's buffer (parent_buf cookie), offset bytes in */
 #define DMIRROR_BUF_RESYNC 2u /* host resync buffer number resync_slot, offset bytes in */
-#define DMIRROR_BUF_META 3u   /* core-owned bytes meta[0..meta_len) */
+#define DMIRROR_BUF_META 3u   /* core-owned bytes meta[0..meta_len): writes only */
 
 /* Event kinds (struct dmirror_event.kind). */
 #define DMIRROR_EV_LEG_FAILED 1u      /* leg, state (FAILED or MISSING), error */
@@ -238,7 +238,7 @@ struct dmirror_leg_io {
 	uint64_t count;      /* sectors (0 for flush) */
 	uint64_t parent_buf; /* BUF_PARENT: the dmirror_parent_io.buf of the parent */
 	uint64_t offset;     /* BUF_PARENT / BUF_RESYNC: byte offset into that buffer */
-	const uint8_t *meta; /* BUF_META: the bytes to write / where to read into (core memory) */
+	const uint8_t *meta; /* BUF_META: the bytes to write (core memory; never read into) */
 	uint64_t meta_len;   /* BUF_META: bytes (count * sector_size) */
 	uint32_t resync_slot; /* BUF_RESYNC: which resync buffer */
 	uint8_t leg;         /* leg index */
