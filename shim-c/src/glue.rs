@@ -733,12 +733,10 @@ pub unsafe extern "C" fn dmirror_destroy(m: *mut dmirror) -> c_int {
     // runs on it now. Drop the Mirror (ending its borrow of the block) before freeing the block.
     unsafe {
         let g = m.cast::<Glue>();
-        let Glue {
-            ops,
-            ctx,
-            alloc_size,
-            ..
-        } = ptr::read(g);
+        // Field by field: reading the whole Glue would copy the Mirror and drop the copy.
+        let ops = ptr::read(addr_of!((*g).ops));
+        let ctx = ptr::read(addr_of!((*g).ctx));
+        let alloc_size = ptr::read(addr_of!((*g).alloc_size));
         ptr::write(addr_of_mut!((*g).magic), 0);
         ptr::drop_in_place(addr_of_mut!((*g).mirror));
         (ops.free)(ctx, g.cast(), alloc_size);
