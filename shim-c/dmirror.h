@@ -147,7 +147,9 @@ extern "C" {
 
 /* Flags for dmirror_create(). */
 /* Read the write-intent and tracking bitmaps from the legs through host_ops.meta_read (requires
- * config.log == DMIRROR_REGION_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking. */
+ * config.log == DMIRROR_REGION_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking.
+ * NOT IMPLEMENTED YET in this build: create returns DMIRROR_ENOSYS with this flag (it comes with
+ * dmirror_assemble()). */
 #define DMIRROR_CREATE_LOAD_BITMAPS 0x1u
 
 struct dmirror; /* opaque: one mirror, created by dmirror_create(), freed by dmirror_destroy() */
@@ -389,6 +391,10 @@ struct dmirror_assembly {
  * Decide what mirror the devices in reads[0..nreads) form and fill out. mirror_uuid: NULL to take
  * the only (or newest) mirror found, else only devices of that mirror are used. Stale legs come
  * out REBUILDING/MISSING, never trusted. Never sleeps, no callbacks. why: optional.
+ *
+ * NOT IMPLEMENTED YET in this build: returns DMIRROR_ENOSYS (after checking its arguments) until
+ * the core's assembly logic (dmirror::assemble) is in main. The layout of these structures may
+ * still change with it (DMIRROR_ABI_VERSION would then be bumped).
  */
 int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads,
     const uint8_t *mirror_uuid, struct dmirror_assembly *out, struct dmirror_why *why);
