@@ -416,7 +416,8 @@ int dmirror_create(const struct dmirror_config *cfg, const struct dmirror_init *
  * A new parent I/O. 0: accepted; complete() will be called exactly once for it (possibly before
  * this returns, e.g. with DMIRROR_EINVAL for a range beyond the end). DMIRROR_EBUSY: the parent
  * pool is full (or a shutdown is in progress); the shim keeps it, in order, and submits it again
- * after DMIRROR_EV_READY or any completion. DMIRROR_EINVAL: the arguments themselves are bad
+ * after DMIRROR_EV_READY or any completion. Those arrive inside an entry point: note them there
+ * and resubmit after that entry point has returned (never from the callback itself). DMIRROR_EINVAL: the arguments themselves are bad
  * (NULL, unknown op, count > UINT32_MAX); the core did not take it and complete() will not be
  * called: the shim fails it itself.
  */
