@@ -54,8 +54,6 @@ pub enum ControlError {
     TooSmall,
     /// A shutdown is in progress.
     ShuttingDown,
-    /// The leg still has I/O in flight from before; try again shortly.
-    Busy,
 }
 
 pub(crate) const NIL: u32 = u32::MAX;
