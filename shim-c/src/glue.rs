@@ -649,29 +649,26 @@ fn build(ops: Ops, ctx: *mut c_void, cfg: &Config, init: &Init<'_>) -> Result<*m
         ptr::write_bytes(base, 0, size);
         core::slice::from_raw_parts_mut(base.add(CORE_OFFSET), size.saturating_sub(CORE_OFFSET))
     };
-    let mirror = match Mirror::new(cfg, init, mem) {
-        Ok(m) => m,
+    let g = base.cast::<Glue>();
+    // The Mirror is several KiB: write it straight into its place in the block rather than
+    // moving it through a Glue temporary (each move is a copy on the kernel stack).
+    match Mirror::new(cfg, init, mem) {
+        // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits
+        // before CORE_OFFSET; the field is written once, before any read.
+        Ok(m) => unsafe { addr_of_mut!((*g).mirror).write(m) },
         Err(e) => {
             // SAFETY: `mem` was moved into the failed `new` and is gone; free the block.
             unsafe { (ops.free)(ctx, base.cast(), size) };
             return Err(config_error(e));
         }
-    };
-    let g = base.cast::<Glue>();
-    // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits before
-    // CORE_OFFSET.
+    }
+    // SAFETY: as above, the remaining fields.
     unsafe {
-        ptr::write(
-            g,
-            Glue {
-                magic: MAGIC,
-                ops,
-                ctx,
-                alloc_size: size,
-                in_core: false,
-                mirror,
-            },
-        );
+        addr_of_mut!((*g).ops).write(ops);
+        addr_of_mut!((*g).ctx).write(ctx);
+        addr_of_mut!((*g).alloc_size).write(size);
+        addr_of_mut!((*g).in_core).write(false);
+        addr_of_mut!((*g).magic).write(MAGIC);
     }
     Ok(g)
 }
