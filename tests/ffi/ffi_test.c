@@ -608,10 +608,15 @@ assembly_phase(struct host *h, struct dmirror_host_ops *ops)
 		need += a.dirty[i].needed != 0;
 	check(need >= 1 && a.bitmap_bytes >= (DATA_SECTORS / REGION + 7) / 8,
 	    "it lists the write-intent bitmaps to read");
+	struct dmirror_host_ops noread = *ops;
+	noread.meta_read = NULL;
+	rc = dmirror_create_assembled(&a, NULL, &noread, h, &m, &why);
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_BITMAP && m == NULL &&
+	    h->alloc_bytes == 0, "bitmaps to read but no meta_read: EINVAL, nothing left allocated");
 	h->meta_read_fail = 1;
 	rc = dmirror_create_assembled(&a, NULL, ops, h, &m, &why);
-	check(rc == DMIRROR_EIO && why.code == DMIRROR_WHY_BITMAP && m == NULL,
-	    "a failed bitmap read fails the create (EIO), nothing created");
+	check(rc == DMIRROR_EIO && why.code == DMIRROR_WHY_BITMAP && m == NULL &&
+	    h->alloc_bytes == 0, "a failed bitmap read fails the create (EIO), nothing left allocated");
 	h->meta_read_fail = 0;
 	h->meta_reads = 0;
 	rc = dmirror_create_assembled(&a, NULL, ops, h, &m, &why);
