@@ -8,8 +8,9 @@
  * (a parent I/O, a leg I/O completed, a clock tick, control operations) and the core answers
  * through the table of callbacks the shim provides (struct dmirror_host_ops): issue this leg I/O,
  * complete this parent, report this event. The Rust side of this file is generated from it with
- * bindgen (shim-c/build.rs); shim-c/src/lib.rs pins every size and offset below with
- * static_assertions, so a change here that breaks the layout breaks the build.
+ * bindgen (shim-c/build.rs); shim-c/src/abi.rs pins every size and offset below with
+ * static_assertions (and tests/ffi/ffi_test.c the C compiler's view with _Static_assert), so a
+ * change here that moves anything breaks the build until the pins are updated on purpose.
  *
  * Conventions
  * - Every offset and length is 64-bit. Sector numbers and sector counts are in units of the
@@ -32,9 +33,10 @@
  *   DMIRROR_EDEADLK; with a non-recursive lock the call deadlocks first, so do not rely on this.
  * - complete may be called from inside dmirror_submit() itself (an invalid parent is finished at
  *   once with DMIRROR_EINVAL), and from inside dmirror_leg_done() and dmirror_tick().
- * - dmirror_create() and dmirror_destroy() may sleep (they allocate/free with may_sleep=1 and may
- *   read metadata); call them from a sleepable context. Every other entry point never sleeps and
- *   never calls a callback that may sleep (alloc is called with may_sleep=1 only from create).
+ * - dmirror_create() and dmirror_create_assembled() may sleep (they allocate with may_sleep=1;
+ *   the latter reads bitmaps through meta_read); dmirror_destroy() calls free. Call them from a
+ *   sleepable context. Every other entry point never sleeps and never calls a callback that may
+ *   sleep (alloc is called only from the two creates, always with may_sleep=1).
  * - dmirror_destroy(): the shim guarantees that no other call on this mirror is running or will
  *   start; the handle is invalid afterwards.
  *
@@ -160,11 +162,10 @@ extern "C" {
 #define DMIRROR_WHY_DUPLICATE 19u    /* the same leg given twice */
 #define DMIRROR_WHY_NOT_MEMBER 20u   /* removed or replaced: not in the newest leg table */
 #define DMIRROR_WHY_GEOMETRY 21u     /* disagrees with the newest metadata on the geometry */
-#define DMIRROR_WHY_SPLIT_BRAIN 22u  /* two legs each ran without the other: name the winner
-				      * (mirror_uuid argument is then the winning LEG's uuid) */
+#define DMIRROR_WHY_SPLIT_BRAIN 22u  /* two legs each ran without the other: assemble again
+				      * with choose = the uuid of the LEG whose data wins */
 #define DMIRROR_WHY_CHOSEN 23u       /* the leg named to win is absent or not in sync */
 #define DMIRROR_WHY_NO_USABLE_LEG 24u /* no present leg holds a full copy */
-
 
 struct dmirror; /* opaque: one mirror, created by dmirror_create(), freed by dmirror_destroy() */
 
