@@ -373,9 +373,6 @@ impl Host for UHost {
     }
 }
 
-/// The answer to a control request refused because the leg still has I/O in flight.
-pub const BUSY: &str = "the leg still has I/O in flight; try again shortly";
-
 pub fn state_name(s: LegState) -> &'static str {
     match s {
         LegState::InSync => "in-sync",
@@ -393,7 +390,6 @@ fn ctl_err(e: ControlError) -> &'static str {
         ControlError::LastLeg => "it would leave no in-sync leg",
         ControlError::TooSmall => "the device is too small",
         ControlError::ShuttingDown => "the mirror is shutting down",
-        ControlError::Busy => BUSY,
     }
 }
 

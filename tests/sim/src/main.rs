@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
+        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n                   [--no-meta-check]   (do not check that metadata buffers stay unchanged in flight)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
     );
     ExitCode::from(2)
 }
@@ -44,6 +44,11 @@ fn main() -> ExitCode {
                     Some("flush") => Some(RefBug::FlushOneLeg),
                     _ => return usage(),
                 });
+            }
+            "--no-meta-check" => {
+                opts.no_meta_check = true;
+                i += 1;
+                continue;
             }
             "--crash" => {
                 opts.crash = true;

@@ -17,6 +17,8 @@ pub struct Opts {
     pub mutant: Option<Mutant>,
     /// Which core to drive.
     pub backend: Backend,
+    /// Skip the "metadata buffer unchanged until completion" check.
+    pub no_meta_check: bool,
 }
 
 /// The core under test.
@@ -184,6 +186,8 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         opts.trace,
         opts.mutant,
     );
+    let mut w = w;
+    w.meta_check = !opts.no_meta_check;
     let mut sim = Sim {
         w,
         rng: rng.fork(),
@@ -513,24 +517,28 @@ impl Sim {
                         if remove { "remove_leg" } else { "fail_leg" }
                     )
                 });
+                // The leg leaves as the call begins: parents the core completes inside the call
+                // no longer owe it their data. Undone if the core refuses.
+                let saved = self.w.track[l].clone();
+                let now = self.w.now;
+                let t = &mut self.w.track[l];
+                t.fenced = true;
+                t.must_be_out = true;
+                t.left_at = Some(now);
+                t.insync_since = None;
+                t.trusted_since = None;
                 let r = if remove {
                     core.remove_leg(&mut self.w, l as u8)
                 } else {
                     core.fail_leg(&mut self.w, l as u8)
                 };
                 match r {
-                    Ok(()) => {
-                        let now = self.w.now;
-                        let t = &mut self.w.track[l];
-                        t.fenced = true;
-                        t.must_be_out = true;
-                        t.left_at = Some(now);
-                        t.insync_since = None;
-                        t.trusted_since = None;
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.w.track[l] = saved;
+                        self.w
+                            .fail(format!("fail/remove of active leg {l} refused: {e:?}"));
                     }
-                    Err(e) => self
-                        .w
-                        .fail(format!("fail/remove of active leg {l} refused: {e:?}")),
                 }
             }
             2 => {
@@ -617,7 +625,9 @@ impl Sim {
             self.w.check_quiet(&st, false);
             return;
         }
-        let quiet_ticks = u64::from(self.setup.cfg.clear_delay_ticks) + 3;
+        // A dirty bit clears after its region was idle for one to two sweep periods, then a
+        // flush round and a clearing round.
+        let quiet_ticks = 2 * u64::from(self.setup.cfg.clear_delay_ticks) + 3;
         let mut idle_ticks = 0;
         let mut n = 0;
         loop {
@@ -634,6 +644,13 @@ impl Sim {
             if self.deliver_one(core) {
                 idle_ticks = 0;
             } else {
+                let st = self.status(core);
+                // Legs whose re-add was refused with Busy: again, now.
+                for l in 0..self.w.legs.len() {
+                    if !st.leg[l].state.is_active() {
+                        self.readd(core, l, &st);
+                    }
+                }
                 let st = core.status();
                 let all_in = (0..self.w.legs.len()).all(|i| {
                     st.leg[i].state == LegState::InSync && st.leg[i].regions_out_of_sync == 0

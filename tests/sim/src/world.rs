@@ -118,6 +118,9 @@ pub struct World {
     pub mutant: Option<Mutant>,
     pub mutant_fired: bool,
     pub stats: Stats,
+    /// Check that metadata buffers are unchanged until their write completes (on by default;
+    /// `--no-meta-check` explores past a known core bug).
+    pub meta_check: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -177,6 +180,7 @@ impl World {
             mutant,
             mutant_fired: false,
             stats: Stats::default(),
+            meta_check: true,
             cfg,
         }
     }
@@ -467,7 +471,7 @@ impl World {
             }
             LegOp::Write => {
                 let r = self.legs[leg].write_result(p.sector, p.count);
-                if let Buf::Meta { ptr, bytes } = &p.buf {
+                if let (true, Buf::Meta { ptr, bytes }) = (self.meta_check, &p.buf) {
                     // SAFETY: the core promises the slice stays valid and unchanged until completion;
                     // this reads it back to hold it to that promise.
                     let now_bytes = unsafe { std::slice::from_raw_parts(*ptr, bytes.len()) };
