@@ -698,6 +698,13 @@ impl<'m, C: Core> Engine<'m, C> {
                 "busy": c.busy,
             },
             "shutting_down": self.shutting_down,
+            "read_policy": match s.read_policy {
+                dmirror::ReadPolicy::RoundRobin { batch } => format!("round-robin:{batch}"),
+                dmirror::ReadPolicy::Load => "load".to_string(),
+                dmirror::ReadPolicy::Prefer { leg } => format!("prefer:{leg}"),
+                dmirror::ReadPolicy::Split { min_sectors } => format!("split:{min_sectors}"),
+            },
+            "resync_sectors_per_tick": self.mirror.config().resync.sectors_per_tick,
         })
     }
 

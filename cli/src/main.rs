@@ -21,7 +21,8 @@ const USAGE: &str = "usage:
   dmirror check LEG...
   dmirror resync [--force] [--winner LEG] LEG...
   dmirror serve [--listen ADDR:PORT | --socket PATH] [--control PATH] [--force]
-                [--winner LEG] [--io-threads N] [--name EXPORT] [LEG...]
+                [--winner LEG] [--io-threads N] [--name EXPORT]
+                [--read-policy P] [--resync-rate BYTES/S] [LEG...]
   dmirror status [--control PATH] [--json]
   dmirror add [--control PATH] [--force] LEG
   dmirror remove [--control PATH] LEG
@@ -867,6 +868,8 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             "--io-threads",
             "--name",
             "--winner",
+            "--read-policy",
+            "--resync-rate",
         ],
         &["--force"],
     )?;
@@ -881,6 +884,11 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             .ok_or("--io-threads must be 1..64")?,
         None => 4,
     };
+    let policy = a.opt("--read-policy").map(parse_policy).transpose()?;
+    let rate = a.opt("--resync-rate").map(parse_size).transpose()?;
+    if rate == Some(0) {
+        return Err("--resync-rate must be more than 0".into());
+    }
     let defaults = a.pos.is_empty();
     let leg_args: Vec<String> = if defaults {
         vec![
@@ -950,13 +958,30 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             return Err(e);
         }
     }
-    let opened = match open_and_assemble(&specs, a.flag("--force"), a.opt("--winner")) {
+    let mut opened = match open_and_assemble(&specs, a.flag("--force"), a.opt("--winner")) {
         Ok(o) => o,
         Err(e) => {
             cleanup_sock();
             return Err(e);
         }
     };
+    let cfg = &mut opened.asm.cfg;
+    if let Some(p) = policy {
+        if let dmirror::ReadPolicy::Prefer { leg } = p {
+            if leg >= cfg.legs {
+                cleanup_sock();
+                return Err(format!(
+                    "--read-policy prefer:{leg}: the mirror has {} legs",
+                    cfg.legs
+                ));
+            }
+        }
+        cfg.read_policy = p;
+    }
+    if let Some(r) = rate {
+        // Ticks are 100 ms.
+        cfg.resync.sectors_per_tick = (r / 10 / u64::from(cfg.sector_size)).max(1);
+    }
     if let Some(parent) = control_path.parent() {
         if !parent.as_os_str().is_empty()
             && !parent.exists()
@@ -983,6 +1008,38 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
     cleanup_sock();
     let _ = std::fs::remove_file(&control_path);
     r
+}
+
+/// `round-robin[:BATCH]`, `load`, `prefer:LEG`, `split[:MIN_SECTORS]`.
+fn parse_policy(s: &str) -> Result<dmirror::ReadPolicy, String> {
+    use dmirror::ReadPolicy;
+    let (name, arg) = match s.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (s, None),
+    };
+    let num = |what: &str| -> Result<Option<u32>, String> {
+        arg.map(|a| {
+            a.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0 || what == "leg")
+                .ok_or_else(|| format!("--read-policy {s}: {what} must be a number"))
+        })
+        .transpose()
+    };
+    Ok(match name {
+        "round-robin" | "roundrobin" => ReadPolicy::RoundRobin { batch: num("batch")?.unwrap_or(8) },
+        "load" if arg.is_none() => ReadPolicy::Load,
+        "prefer" => {
+            let leg = num("leg")?.ok_or("--read-policy prefer needs a leg: prefer:LEG")?;
+            ReadPolicy::Prefer { leg: u8::try_from(leg).map_err(|_| format!("--read-policy {s}: no such leg"))? }
+        }
+        "split" => ReadPolicy::Split { min_sectors: num("min sectors")?.unwrap_or(256) },
+        _ => {
+            return Err(format!(
+                "unknown read policy '{s}' (round-robin[:BATCH], load, prefer:LEG, split[:MIN_SECTORS])"
+            ))
+        }
+    })
 }
 
 fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
@@ -1244,6 +1301,22 @@ mod tests {
 
     #[test]
     fn args() {
+        assert_eq!(parse_policy("load").unwrap(), dmirror::ReadPolicy::Load);
+        assert_eq!(
+            parse_policy("prefer:1").unwrap(),
+            dmirror::ReadPolicy::Prefer { leg: 1 }
+        );
+        assert_eq!(
+            parse_policy("round-robin:4").unwrap(),
+            dmirror::ReadPolicy::RoundRobin { batch: 4 }
+        );
+        assert_eq!(
+            parse_policy("split").unwrap(),
+            dmirror::ReadPolicy::Split { min_sectors: 256 }
+        );
+        assert!(parse_policy("prefer").is_err());
+        assert!(parse_policy("round-robin:0").is_err());
+        assert!(parse_policy("fastest").is_err());
         let v: Vec<String> = ["--name", "x", "a", "--force", "--region-size=1M", "b"]
             .iter()
             .map(|s| s.to_string())
