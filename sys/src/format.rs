@@ -907,21 +907,8 @@ impl Superblock {
         {
             return Err(FormatError::BadField("reserved"));
         }
-        let mut legs = [DiskLeg::EMPTY; MAX_LEGS];
-        for (k, leg) in legs.iter_mut().enumerate() {
-            let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
-            if !r.zero(base + LEG_OFF_RESERVED, base + LEG_OFF_CHECKPOINT)? {
-                return Err(FormatError::BadField("reserved"));
-            }
-            *leg = DiskLeg {
-                uuid: r.bytes(base + LEG_OFF_UUID)?,
-                state: DiskLegState::try_from(r.u8(base + LEG_OFF_STATE)?)?,
-                full: r.bool(base + LEG_OFF_FULL, "leg full")?,
-                checkpoint: r.u64(base + LEG_OFF_CHECKPOINT)?,
-                sectors: r.u64(base + LEG_OFF_SECTORS)?,
-            };
-        }
-        let sb = Superblock {
+        // Built in place (one superblock-sized local) to keep the frame small.
+        let mut sb = Superblock {
             seq: r.u64(OFF_SEQ)?,
             generation: r.u64(OFF_GENERATION)?,
             mirror_uuid: r.bytes(OFF_MIRROR_UUID)?,
@@ -938,8 +925,21 @@ impl Superblock {
             read_policy: r.u8(OFF_READ_POLICY)?,
             read_policy_arg: r.u32(OFF_READ_POLICY_ARG)?,
             name: r.bytes(OFF_NAME)?,
-            legs,
+            legs: [DiskLeg::EMPTY; MAX_LEGS],
         };
+        for (k, leg) in sb.legs.iter_mut().enumerate() {
+            let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
+            if !r.zero(base + LEG_OFF_RESERVED, base + LEG_OFF_CHECKPOINT)? {
+                return Err(FormatError::BadField("reserved"));
+            }
+            *leg = DiskLeg {
+                uuid: r.bytes(base + LEG_OFF_UUID)?,
+                state: DiskLegState::try_from(r.u8(base + LEG_OFF_STATE)?)?,
+                full: r.bool(base + LEG_OFF_FULL, "leg full")?,
+                checkpoint: r.u64(base + LEG_OFF_CHECKPOINT)?,
+                sectors: r.u64(base + LEG_OFF_SECTORS)?,
+            };
+        }
         sb.validate()?;
         Ok(sb)
     }
