@@ -1251,6 +1251,27 @@ mod tests {
     }
 
     #[test]
+    fn new_refuses_bad_labels() {
+        let l = [leg(1, DiskLegState::InSync, LEG)];
+        let new = |legs: &[DiskLeg], idx: u8, data: u64| {
+            Superblock::new(uuid(9), [0; 32], 512, 1024, data, legs, idx, 0)
+        };
+        assert_eq!(new(&[], 0, 100), Err(FormatError::BadField("nlegs")));
+        assert_eq!(
+            new(&[l[0]; 33], 0, 100),
+            Err(FormatError::BadField("nlegs"))
+        );
+        assert_eq!(new(&l, 1, 100), Err(FormatError::BadField("leg_index")));
+        assert!(matches!(
+            new(&l, 0, LEG),
+            Err(FormatError::LegTooSmall { .. })
+        ));
+        let sb = new(&l, 0, 100).unwrap();
+        assert_eq!((sb.seq, sb.generation, sb.clean, sb.nlegs), (0, 1, true, 1));
+        assert_eq!(sb.read_policy(), Some(ReadPolicy::default()));
+    }
+
+    #[test]
     fn leg_state_conversions() {
         for s in [
             DiskLegState::Empty,
