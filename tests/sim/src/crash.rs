@@ -11,21 +11,128 @@
 //! rebuilt in full from it. That proves "old or new data, flushed writes intact, legs identical
 //! after resync" for the data path, but not the write-intent bitmap (a full resync hides a lost
 //! bitmap bit). `reassemble` is the one function to switch to `assemble` when it lands.
+use crate::pattern;
 use crate::runner::Sim;
+use dmirror::format::{self, DiskLegState, FormatError, Superblock};
 use dmirror::{Config, Init, LegInit, LegState, LogKind, Rebuild, MAX_LEGS};
 
-/// Leg size for a configuration: the data, plus (for on-leg metadata) a generous metadata area.
-pub fn leg_sectors(cfg: &Config) -> u64 {
+/// Leg size for a configuration: the data alone (in-memory log), or the smallest leg whose
+/// on-disk layout (`dmirror::format::layout`) holds the data and the metadata, plus `slack`.
+pub fn leg_sectors(cfg: &Config, slack: u64) -> u64 {
     match cfg.log {
         LogKind::Core => cfg.data_sectors,
         LogKind::OnLegs => {
-            let ss = u64::from(cfg.sector_size);
-            let regions = cfg.data_sectors.div_ceil(cfg.region_sectors);
-            let bitmap = regions.div_ceil(8).div_ceil(ss).max(1);
-            // Two superblock slots of up to 8 KiB, the write-intent bitmap and one tracking
-            // bitmap per leg (twice, for double buffering), plus room for alignment.
-            let meta = 2 * 8192 / ss + 2 * (1 + u64::from(cfg.legs)) * bitmap + 64;
-            (cfg.data_sectors + meta).next_multiple_of(8)
+            let (ss, rs, ds) = (cfg.sector_size, cfg.region_sectors, cfg.data_sectors);
+            let mut leg = ds;
+            while format::layout(leg, ss, rs, ds).is_err() && leg < ds * 4 + 1_000_000 {
+                leg += 1;
+            }
+            leg + slack
+        }
+    }
+}
+
+/// The metadata a crashed leg holds: its newest valid superblock and its write-intent bitmap.
+pub struct OnDisk {
+    pub sb: Superblock,
+    pub bitmap: Vec<u8>,
+}
+
+/// Read leg `l`'s superblock slots and bitmap the way an assembler would.
+pub fn read_disk(sim: &Sim, l: usize) -> Result<OnDisk, FormatError> {
+    let leg = &sim.w.legs[l];
+    let ss = sim.setup.cfg.sector_size;
+    let lay = format::layout(
+        sim.setup.leg_sectors,
+        ss,
+        sim.setup.cfg.region_sectors,
+        sim.setup.cfg.data_sectors,
+    )?;
+    let read = |start: u64, n: u64| -> Vec<u8> {
+        let mut b = vec![0u8; (n * u64::from(ss)) as usize];
+        leg.read(start, &mut b);
+        b
+    };
+    let s0 = Superblock::decode(&read(lay.slots[0], lay.slot_sectors));
+    let s1 = Superblock::decode(&read(lay.slots[1], lay.slot_sectors));
+    let sb = format::newest(s0, s1)?;
+    let bitmap = read(sb.bitmap_start, sb.bitmap_sectors);
+    Ok(OnDisk { sb, bitmap })
+}
+
+/// The write-intent invariant, checked on the crashed legs before anything repairs them: where
+/// legs the newest metadata calls in sync hold different data, the region must be marked in a
+/// durable write-intent bitmap, or no assembly can know to resync it (the legs would differ
+/// forever). Catches a skipped bitmap flush and a bit cleared before the data flush.
+pub fn check_journal(sim: &mut Sim) {
+    let n = sim.w.legs.len();
+    let disks: Vec<Option<OnDisk>> = (0..n)
+        .map(|l| match read_disk(sim, l) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                sim.w
+                    .log(|| format!("journal check: leg {l} metadata unreadable: {e:?}"));
+                None
+            }
+        })
+        .collect();
+    let Some(newest) = disks
+        .iter()
+        .flatten()
+        .max_by_key(|d| (d.sb.generation, d.sb.seq))
+    else {
+        sim.w
+            .log(|| "journal check: no leg has valid metadata yet".to_string());
+        return;
+    };
+    let gen = newest.sb.generation;
+    let insync: Vec<usize> = (0..n)
+        .filter(|&l| {
+            newest.sb.legs[l].state == DiskLegState::InSync
+                && disks[l].as_ref().is_some_and(|d| d.sb.generation == gen)
+        })
+        .collect();
+    let mut marked = vec![0u8; newest.bitmap.len()];
+    for d in disks.iter().flatten().filter(|d| d.sb.generation == gen) {
+        format::or_into(&mut marked, &d.bitmap);
+    }
+    let is_marked = |r: u64| {
+        marked
+            .get((r / 8) as usize)
+            .is_some_and(|b| b >> (r % 8) & 1 == 1)
+    };
+    let region = sim.setup.cfg.region_sectors;
+    sim.w.log(|| {
+        format!(
+            "journal check: generation {gen}, in-sync legs {insync:?}, marked regions {}",
+            (0..newest.sb.regions()).filter(|&r| is_marked(r)).count()
+        )
+    });
+    let Some((&a, rest)) = insync.split_first() else {
+        return;
+    };
+    for s in 0..sim.setup.cfg.data_sectors {
+        if sim.w.model.possible_ids(s as usize).contains(&pattern::ANY)
+            || sim
+                .w
+                .model
+                .crash_allowed(s as usize)
+                .contains(&pattern::ANY)
+        {
+            continue;
+        }
+        for &b in rest {
+            if sim.w.legs[a].sector(s) != sim.w.legs[b].sector(s) && !is_marked(s / region) {
+                let (x, y) = (
+                    pattern::describe(sim.w.legs[a].sector(s)),
+                    pattern::describe(sim.w.legs[b].sector(s)),
+                );
+                sim.w.fail(format!(
+                    "after crash: in-sync legs {a} and {b} differ at sector {s} ({x} vs {y}) but region {} is not marked in any durable write-intent bitmap of generation {gen}",
+                    s / region
+                ));
+                return;
+            }
         }
     }
 }
@@ -114,6 +221,10 @@ pub fn crash(sim: &mut Sim) {
         w.legs[l].crash(&mut sim.rng, writes);
         w.legs[l].faults.clear();
     }
+    if sim.setup.cfg.log == LogKind::OnLegs {
+        check_journal(sim);
+    }
+    let w = &mut sim.w;
     let n = w.cfg.data_sectors as usize;
     sim.post_crash = Some((0..n).map(|s| w.model.crash_allowed(s)).collect());
     w.model.crashed(w.now);

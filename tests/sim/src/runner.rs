@@ -91,7 +91,14 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
     } else {
         LogKind::Core
     };
-    let leg_sectors = crash::leg_sectors(&cfg);
+    let leg_sectors = crash::leg_sectors(
+        &cfg,
+        if rng.chance(1, 2) {
+            0
+        } else {
+            rng.range(1, 64)
+        },
+    );
     let assume_clean = rng.chance(1, 2);
     let steps = rng.range(100, 700);
     let mut crash_at = Vec::new();

@@ -855,7 +855,10 @@ impl Host for World {
         let ss = self.ss as u64;
         self.log(|| {
             let b = match io.buf {
-                BufRef::Meta(m) => format!("Meta({} B)", m.len()),
+                BufRef::Meta(m) => {
+                    let head: String = m.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                    format!("Meta({} B, {head}..)", m.len())
+                }
                 other => format!("{other:?}"),
             };
             format!(
