@@ -6,7 +6,7 @@ use crate::pattern;
 use crate::refcore::{RefBug, RefCore};
 use crate::rng::Rng;
 use crate::world::{Mutant, Stats, World};
-use dmirror::{Config, ControlError, LegState, LogKind, Mirror, ParentOp, ReadPolicy, Status};
+use dmirror::{Config, LegState, LogKind, Mirror, ParentOp, ReadPolicy, Status};
 
 #[derive(Clone, Debug, Default)]
 pub struct Opts {
@@ -504,10 +504,6 @@ impl Sim {
                 t.must_be_out = false;
                 t.uuid = uuid;
             }
-            // The slot still has I/O in flight from its previous life: try again later.
-            Err(ControlError::Busy) => self
-                .w
-                .log(|| format!("  -> Busy (leg {l} stays {state:?})")),
             Err(e) => self.w.fail(format!(
                 "add_leg({l}, incremental={incremental}) of a {state:?} leg refused: {e:?}"
             )),
@@ -545,10 +541,6 @@ impl Sim {
                 };
                 match r {
                     Ok(()) => {}
-                    Err(ControlError::Busy) => {
-                        self.w.track[l] = saved;
-                        self.w.log(|| "  -> Busy".to_string());
-                    }
                     Err(e) => {
                         self.w.track[l] = saved;
                         self.w
@@ -640,7 +632,9 @@ impl Sim {
             self.w.check_quiet(&st, false);
             return;
         }
-        let quiet_ticks = u64::from(self.setup.cfg.clear_delay_ticks) + 3;
+        // A dirty bit clears after its region was idle for one to two sweep periods, then a
+        // flush round and a clearing round.
+        let quiet_ticks = 2 * u64::from(self.setup.cfg.clear_delay_ticks) + 3;
         let mut idle_ticks = 0;
         let mut n = 0;
         loop {
