@@ -5,16 +5,14 @@
 //! (`Model::crash_allowed`). `reassemble` builds the starting state of the next mirror from the
 //! crashed legs.
 //!
-//! Reassembly today: `dmirror::assemble` (the reader of the on-leg superblocks and bitmaps) is not
-//! in the tree yet, so the harness reassembles the way a mirror with no usable metadata must: the
-//! lowest leg that was in sync and healthy at the crash is the only source, every other leg is
-//! rebuilt in full from it. That proves "old or new data, flushed writes intact, legs identical
-//! after resync" for the data path, but not the write-intent bitmap (a full resync hides a lost
-//! bitmap bit). `reassemble` is the one function to switch to `assemble` when it lands.
+//! Reassembly goes through `dmirror::assemble` exactly as a host would (superblock slots, then the
+//! bitmaps it asks for). Before that, `check_journal` checks the write-intent invariant directly on
+//! the crashed legs.
 use crate::pattern;
 use crate::runner::Sim;
+use dmirror::assemble::{self, AssembleError, LegRead};
 use dmirror::format::{self, DiskLegState, FormatError, Superblock};
-use dmirror::{Config, Init, LegInit, LegState, LogKind, Rebuild, MAX_LEGS};
+use dmirror::{Config, Init, LegInit, LegState, LogKind, MAX_LEGS};
 
 /// Leg size for a configuration: the data alone (in-memory log), or the smallest leg whose
 /// on-disk layout (`dmirror::format::layout`) holds the data and the metadata, plus `slack`.
@@ -30,6 +28,22 @@ pub fn leg_sectors(cfg: &Config, slack: u64) -> u64 {
             leg + slack
         }
     }
+}
+
+/// Does every leg hold a valid superblock in its durable image?
+pub fn labelled(sim: &Sim) -> bool {
+    let ss = sim.setup.cfg.sector_size;
+    let slots = format::slot_positions(sim.setup.leg_sectors, ss);
+    let len = (format::slot_sectors(ss) * u64::from(ss)) as usize;
+    sim.w.legs.iter().all(|leg| {
+        let img = leg.durable_image();
+        let at = |s: u64| &img[(s * u64::from(ss)) as usize..(s * u64::from(ss)) as usize + len];
+        format::newest(
+            Superblock::decode(at(slots[0])),
+            Superblock::decode(at(slots[1])),
+        )
+        .is_ok()
+    })
 }
 
 /// The metadata a crashed leg holds: its newest valid superblock and its write-intent bitmap.
@@ -140,6 +154,7 @@ pub fn check_journal(sim: &mut Sim) {
 /// The owned form of `dmirror::Init` (which borrows its bitmaps).
 pub struct InitOwned {
     pub mirror_uuid: [u8; 16],
+    pub name: [u8; 32],
     pub generation: u64,
     pub seq: u64,
     pub authoritative: u8,
@@ -150,15 +165,13 @@ pub struct InitOwned {
 
 impl InitOwned {
     pub fn init(&self) -> Init<'_> {
-        let mut name = [0u8; 32];
-        name[..3].copy_from_slice(b"sim");
         let mut tracking = [None; MAX_LEGS];
         for (t, b) in tracking.iter_mut().zip(&self.tracking) {
             *t = b.as_deref();
         }
         Init {
             mirror_uuid: self.mirror_uuid,
-            name,
+            name: self.name,
             generation: self.generation,
             seq: self.seq,
             authoritative: self.authoritative,
@@ -184,8 +197,11 @@ pub fn fresh(sim: &Sim) -> Option<InitOwned> {
     for (i, l) in legs.iter_mut().enumerate().take(usize::from(n)) {
         l.uuid = sim.w.track[i].uuid;
     }
+    let mut name = [0u8; 32];
+    name[..3].copy_from_slice(b"sim");
     Some(InitOwned {
         mirror_uuid: mirror_uuid(sim),
+        name,
         generation: base.generation,
         seq: base.seq,
         authoritative: base.authoritative,
@@ -201,10 +217,7 @@ pub fn crash(sim: &mut Sim) {
     w.stats.crashes += 1;
     w.now += 1;
     // The source for the fallback reassembly: a leg in sync and healthy until now.
-    sim.crash_source = (0..w.legs.len())
-        .find(|&i| w.track[i].trusted_since.is_some())
-        .unwrap_or(0);
-    w.log(|| format!("CRASH (source for reassembly: leg {})", sim.crash_source));
+    w.log(|| "CRASH".to_string());
     let tokens: Vec<u64> = w.pending.keys().copied().collect();
     let mut inflight: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); w.legs.len()];
     for t in tokens {
@@ -232,35 +245,131 @@ pub fn crash(sim: &mut Sim) {
     sim.crash_idx_advance();
 }
 
-/// The starting state of the mirror after a crash.
+const LABELS: [&str; MAX_LEGS] = [
+    "leg0", "leg1", "leg2", "leg3", "leg4", "leg5", "leg6", "leg7", "leg8", "leg9", "leg10",
+    "leg11", "leg12", "leg13", "leg14", "leg15", "leg16", "leg17", "leg18", "leg19", "leg20",
+    "leg21", "leg22", "leg23", "leg24", "leg25", "leg26", "leg27", "leg28", "leg29", "leg30",
+    "leg31",
+];
+
+/// The starting state of the mirror after a crash, the way a host assembles it: read both
+/// superblock slots of every leg, `dmirror::assemble`, read and check the bitmaps it asks for,
+/// `Assembly::init`. A leg without readable metadata (a new device whose label never became
+/// durable) is left out and added back in full afterwards; any other refusal is a failure.
 pub fn reassemble(sim: &mut Sim) -> Option<InitOwned> {
     let n = usize::from(sim.setup.cfg.legs);
-    let src = sim.crash_source;
-    let crashes = sim.w.stats.crashes;
-    let mut legs = [LegInit::EMPTY; MAX_LEGS];
-    for (i, l) in legs.iter_mut().enumerate().take(n) {
-        l.uuid = sim.w.track[i].uuid;
-        l.sectors = sim.setup.leg_sectors;
-        l.state = if i == src {
-            LegState::InSync
-        } else {
-            LegState::Rebuilding
-        };
-        l.rebuild = Rebuild {
-            checkpoint: 0,
-            full: true,
-        };
+    let ss = sim.setup.cfg.sector_size;
+    let leg_sectors = sim.setup.leg_sectors;
+    let slots = assemble::slot_positions(leg_sectors, ss);
+    let slot_sectors = format::slot_sectors(ss);
+    let read = |sim: &Sim, l: usize, start: u64, count: u64| -> Vec<u8> {
+        let mut b = vec![0u8; (count * u64::from(ss)) as usize];
+        sim.w.legs[l].read(start, &mut b);
+        b
+    };
+    let images: Vec<[Vec<u8>; 2]> = (0..n)
+        .map(|l| {
+            [
+                read(sim, l, slots[0], slot_sectors),
+                read(sim, l, slots[1], slot_sectors),
+            ]
+        })
+        .collect();
+    let mut present: Vec<usize> = (0..n).collect();
+    let asm = loop {
+        let reads: Vec<LegRead<'_>> = present
+            .iter()
+            .map(|&l| LegRead {
+                label: LABELS[l],
+                sectors: leg_sectors,
+                sector_size: ss,
+                slot0: &images[l][0],
+                slot1: &images[l][1],
+            })
+            .collect();
+        match assemble::assemble(&reads, None) {
+            Ok(a) => break a,
+            // A new device whose label never became durable, or a device removed or replaced
+            // that still carries old metadata: not part of the mirror; it is added back in full.
+            Err(e @ (AssembleError::Unreadable { leg, .. } | AssembleError::NotMember { leg }))
+                if present.len() > 1 =>
+            {
+                let l = LABELS.iter().position(|&x| x == leg).unwrap_or(0);
+                sim.w.log(|| format!("ASSEMBLY: left out: {e}"));
+                present.retain(|&x| x != l);
+                sim.w.track[l].force_full = true;
+            }
+            Err(e) => {
+                let msg = format!("assembly after crash refused: {e}");
+                sim.w.fail(msg);
+                return None;
+            }
+        }
+    };
+    let input_leg = |i: usize| present[i];
+    let bytes = asm.bitmap_bytes() as usize;
+    let regions = asm.regions();
+    let mut dirty: Option<Vec<u8>> = None;
+    for k in 0..n as u8 {
+        if let Some(br) = asm.dirty_read(k) {
+            let b = read(sim, input_leg(br.input), br.sector, br.sectors);
+            if let Err(e) = format::check_bitmap(&b, regions) {
+                sim.w
+                    .fail(format!("write-intent bitmap of slot {k} rejected: {e:?}"));
+                return None;
+            }
+            format::or_into(dirty.get_or_insert_with(|| vec![0u8; bytes]), &b);
+        }
     }
+    let mut tracking: Vec<Option<Vec<u8>>> = vec![None; MAX_LEGS];
+    for k in 0..n as u8 {
+        if let Some(br) = asm.tracking_read(k) {
+            let b = read(sim, input_leg(br.input), br.sector, br.sectors);
+            if let Err(e) = format::check_bitmap(&b, regions) {
+                sim.w
+                    .fail(format!("tracking bitmap of slot {k} rejected: {e:?}"));
+                return None;
+            }
+            tracking[usize::from(k)] = Some(b);
+        }
+    }
+    if !asm.clean && dirty.is_none() {
+        dirty = Some(vec![0u8; bytes]);
+    }
+    let marked = dirty
+        .as_ref()
+        .map_or(0, |d| d.iter().map(|b| b.count_ones() as u64).sum::<u64>());
+    let states: Vec<LegState> = (0..n).map(|k| asm.legs[k].state).collect();
     sim.w.log(|| {
-        format!("ASSEMBLY (fallback, full resync): leg {src} authoritative, others rebuild in full")
+        format!(
+            "ASSEMBLY: winner {} gen {} seq {} authoritative {} clean {} legs {states:?}, {marked} dirty regions, tracking {:#x}",
+            LABELS[present[asm.winner_input]],
+            asm.generation,
+            asm.seq,
+            asm.authoritative,
+            asm.clean,
+            asm.tracking_needed
+        )
     });
+    let init = {
+        let mut t: [Option<&[u8]>; MAX_LEGS] = [None; MAX_LEGS];
+        for (d, s) in t.iter_mut().zip(&tracking) {
+            *d = s.as_deref();
+        }
+        asm.init(dirty.as_deref(), t)
+    };
     Some(InitOwned {
-        mirror_uuid: mirror_uuid(sim),
-        generation: 1 + 100 * crashes,
-        seq: 1_000_000 * crashes,
-        authoritative: src as u8,
-        legs,
-        dirty: None,
-        tracking: Vec::new(),
+        mirror_uuid: init.mirror_uuid,
+        generation: init.generation,
+        seq: init.seq,
+        authoritative: init.authoritative,
+        legs: init.legs,
+        dirty: init.dirty.map(<[u8]>::to_vec),
+        tracking: init
+            .tracking
+            .iter()
+            .map(|t| t.map(<[u8]>::to_vec))
+            .collect(),
+        name: init.name,
     })
 }

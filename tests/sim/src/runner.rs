@@ -135,10 +135,11 @@ pub struct Sim {
     pub step: u64,
     /// Per leg: device generation (a replaced device gets new junk and a new uuid).
     crash_idx: usize,
+    /// Crash points count entry-point calls from this value; `None` until the new mirror's label
+    /// (its first metadata) is durable, as a host's label step would guarantee.
+    armed: Option<u64>,
     /// After a crash: per sector, what the reassembled mirror may hold.
     pub post_crash: Option<Vec<Vec<u64>>>,
-    /// Source leg of the fallback reassembly.
-    pub crash_source: usize,
 }
 
 enum PhaseEnd {
@@ -202,7 +203,7 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         step: 0,
         crash_idx: 0,
         post_crash: None,
-        crash_source: 0,
+        armed: None,
     };
     sim.w.log(|| format!("seed {seed}: {summary}"));
     let mut phase = 0;
@@ -307,6 +308,28 @@ impl Sim {
         let st = self.status(core);
         if phase > 0 {
             self.after_reassembly(&st);
+        } else if self.w.crash_mode {
+            // Labelling: the first metadata the mirror writes becomes durable on every leg before
+            // any crash (a host labels the legs before it serves the mirror).
+            let mut n = 0;
+            while n < 10_000 && !self.w.failed() && !crash::labelled(self) {
+                n += 1;
+                if !self.deliver_one(core) {
+                    self.tick(core);
+                }
+                self.after(core);
+            }
+            if !crash::labelled(self) {
+                self.w.fail(
+                    "the new mirror never made its metadata durable on every leg".to_string(),
+                );
+                return PhaseEnd::Finished;
+            }
+            self.w
+                .log(|| "label durable on every leg: crashes armed".to_string());
+        }
+        if self.armed.is_none() {
+            self.armed = Some(self.w.calls);
         }
         while self.step < self.setup.steps && !self.w.failed() {
             self.step += 1;
@@ -463,13 +486,16 @@ impl Sim {
     fn readd<C: Core<World>>(&mut self, core: &mut C, l: usize, st: &Status) {
         let state = st.leg[l].state;
         let incremental = match state {
-            LegState::Missing => true,
+            LegState::Missing => !self.w.track[l].force_full,
             LegState::Failed | LegState::Empty => false,
             _ => return,
         };
         let mut uuid = self.w.track[l].uuid;
         if !incremental {
-            uuid[1] = uuid[1].wrapping_add(1);
+            // A new incarnation of the device: a new UUID (digits 13..16 count them).
+            let n = u16::from_str_radix(std::str::from_utf8(&uuid[13..16]).unwrap_or("0"), 10)
+                .unwrap_or(0);
+            uuid[13..16].copy_from_slice(format!("{:03}", (n + 1) % 1000).as_bytes());
             let busy = self.w.pending.values().any(|p| usize::from(p.leg) == l);
             if self.rng.chance(1, 2) && !busy {
                 // A brand-new device: junk everywhere (only when the old one has nothing in
@@ -502,6 +528,7 @@ impl Sim {
                 let t = &mut self.w.track[l];
                 t.fenced = false;
                 t.must_be_out = false;
+                t.force_full = false;
                 t.uuid = uuid;
             }
             Err(e) => self.w.fail(format!(

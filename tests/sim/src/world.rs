@@ -82,6 +82,8 @@ pub struct LegTrack {
     /// A write/flush on it failed, or it was gone: the core must take it out of service.
     pub must_be_out: bool,
     pub uuid: [u8; 16],
+    /// The device has no metadata of this mirror (it was left out of assembly): add it in full.
+    pub force_full: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,7 +153,9 @@ impl World {
         let track = (0..n)
             .map(|i| {
                 let mut t = LegTrack::default();
-                t.uuid[0] = i as u8;
+                // Non-zero and distinct: the on-disk format rejects a zero leg UUID.
+                t.uuid = *b"dmsim-leg-00-000";
+                t.uuid[11] = b'0' + i as u8;
                 t
             })
             .collect();
