@@ -12,7 +12,7 @@ use crate::pattern;
 use crate::runner::Sim;
 use dmirror::assemble::{self, AssembleError, LegRead};
 use dmirror::format::{self, DiskLegState, FormatError, Superblock};
-use dmirror::{Config, Init, LegInit, LegState, LogKind, MAX_LEGS};
+use dmirror::{Config, Init, LegInit, LegState, LogKind, Rebuild, MAX_LEGS};
 
 /// Leg size for a configuration: the data alone (in-memory log), or the smallest leg whose
 /// on-disk layout (`dmirror::format::layout`) holds the data and the metadata, plus `slack`.
@@ -217,6 +217,10 @@ pub fn crash(sim: &mut Sim) {
     w.stats.crashes += 1;
     w.now += 1;
     // The source for the fallback reassembly: a leg in sync and healthy until now.
+    // For a core without metadata (the reference core): the leg it would rebuild the others from.
+    sim.crash_source = (0..w.legs.len())
+        .find(|&i| w.track[i].trusted_since.is_some())
+        .unwrap_or(0);
     w.log(|| "CRASH".to_string());
     let tokens: Vec<u64> = w.pending.keys().copied().collect();
     let mut inflight: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); w.legs.len()];
@@ -234,7 +238,7 @@ pub fn crash(sim: &mut Sim) {
         w.legs[l].crash(&mut sim.rng, writes);
         w.legs[l].faults.clear();
     }
-    if sim.setup.cfg.log == LogKind::OnLegs {
+    if sim.setup.cfg.log == LogKind::OnLegs && sim.metadata {
         check_journal(sim);
     }
     let w = &mut sim.w;
@@ -243,6 +247,41 @@ pub fn crash(sim: &mut Sim) {
     w.model.crashed(w.now);
     w.drop_in_flight();
     sim.crash_idx_advance();
+}
+
+/// After a crash, for a core that keeps no metadata (the reference core): the leg that was in sync
+/// and healthy at the crash is the only source; every other leg is rebuilt in full from it.
+pub fn reassemble_without_metadata(sim: &mut Sim) -> Option<InitOwned> {
+    let n = usize::from(sim.setup.cfg.legs);
+    let src = sim.crash_source;
+    let mut legs = [LegInit::EMPTY; MAX_LEGS];
+    for (i, l) in legs.iter_mut().enumerate().take(n) {
+        l.uuid = sim.w.track[i].uuid;
+        l.sectors = sim.setup.leg_sectors;
+        l.state = if i == src {
+            LegState::InSync
+        } else {
+            LegState::Rebuilding
+        };
+        l.rebuild = Rebuild {
+            checkpoint: 0,
+            full: true,
+        };
+    }
+    sim.w
+        .log(|| format!("ASSEMBLY (no metadata): leg {src} authoritative, others rebuild in full"));
+    let mut name = [0u8; 32];
+    name[..3].copy_from_slice(b"sim");
+    Some(InitOwned {
+        mirror_uuid: mirror_uuid(sim),
+        name,
+        generation: 1 + sim.w.stats.crashes,
+        seq: 0,
+        authoritative: src as u8,
+        legs,
+        dirty: None,
+        tracking: Vec::new(),
+    })
 }
 
 const LABELS: [&str; MAX_LEGS] = [

@@ -135,6 +135,11 @@ pub struct Sim {
     pub step: u64,
     /// Per leg: device generation (a replaced device gets new junk and a new uuid).
     crash_idx: usize,
+    /// The core keeps metadata on the legs (the dmirror core in crash mode): reassemble through
+    /// `dmirror::assemble` and check the write-intent invariant.
+    pub metadata: bool,
+    /// For a core without metadata: the source leg after a crash.
+    pub crash_source: usize,
     /// Crash points count entry-point calls from this value; `None` until the new mirror's label
     /// (its first metadata) is durable, as a host's label step would guarantee.
     armed: Option<u64>,
@@ -204,6 +209,8 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         crash_idx: 0,
         post_crash: None,
         armed: None,
+        metadata: opts.crash && opts.backend == Backend::Dmirror,
+        crash_source: 0,
     };
     sim.w.log(|| format!("seed {seed}: {summary}"));
     let mut phase = 0;
@@ -211,8 +218,10 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         let end = {
             let init_owned = if phase == 0 {
                 crash::fresh(&sim)
-            } else {
+            } else if sim.metadata {
                 crash::reassemble(&mut sim)
+            } else {
+                crash::reassemble_without_metadata(&mut sim)
             };
             let Some(init_owned) = init_owned else { break };
             let init = init_owned.init();
@@ -308,7 +317,7 @@ impl Sim {
         let st = self.status(core);
         if phase > 0 {
             self.after_reassembly(&st);
-        } else if self.w.crash_mode {
+        } else if self.metadata {
             // Labelling: the first metadata the mirror writes becomes durable on every leg before
             // any crash (a host labels the legs before it serves the mirror).
             let mut n = 0;

@@ -120,8 +120,8 @@ pub struct World {
     pub mutant: Option<Mutant>,
     pub mutant_fired: bool,
     pub stats: Stats,
-    /// Check that metadata buffers are unchanged until their write completes (on by default;
-    /// `--no-meta-check` explores past a known core bug).
+    /// Check that metadata buffers are unchanged until their write completes and that no
+    /// superblock slot is written blank (on by default; `--no-meta-check` explores past them).
     pub meta_check: bool,
 }
 
@@ -927,6 +927,13 @@ impl Host for World {
                     return;
                 }
                 self.stats.meta_writes += 1;
+                let slots = dmirror::format::slot_positions(self.leg_sectors, self.cfg.sector_size);
+                if self.meta_check && slots.contains(&io.sector) && m.iter().all(|&b| b == 0) {
+                    self.fail(format!(
+                        "t{t}: superblock slot at sector {} of leg {leg} written with all zeros (a blank superblock: the encoding failed?)",
+                        io.sector
+                    ));
+                }
                 Buf::Meta {
                     ptr: m.as_ptr(),
                     bytes: m.to_vec(),
