@@ -96,6 +96,8 @@ impl RefCore {
         }
     }
 
+    // One argument per field of the leg I/O, as the host receives it.
+    #[allow(clippy::too_many_arguments)]
     fn issue<H: Host>(
         &mut self,
         host: &mut H,

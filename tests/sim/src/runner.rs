@@ -106,7 +106,7 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
         // Even seeds sweep the crash point over the first events one by one (so every early
         // instant, including the first metadata writes, gets its crash); odd seeds crash at
         // random points, sometimes twice.
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             crash_at.push((seed / 2) % 400 + 1);
         } else {
             crash_at.push(rng.range(1, steps * 3));
@@ -502,7 +502,9 @@ impl Sim {
         let mut uuid = self.w.track[l].uuid;
         if !incremental {
             // A new incarnation of the device: a new UUID (digits 13..16 count them).
-            let n = u16::from_str_radix(std::str::from_utf8(&uuid[13..16]).unwrap_or("0"), 10)
+            let n: u16 = std::str::from_utf8(&uuid[13..16])
+                .ok()
+                .and_then(|d| d.parse().ok())
                 .unwrap_or(0);
             uuid[13..16].copy_from_slice(format!("{:03}", (n + 1) % 1000).as_bytes());
             let busy = self.w.pending.values().any(|p| usize::from(p.leg) == l);

@@ -152,11 +152,13 @@ impl World {
         let ss = cfg.sector_size as usize;
         let track = (0..n)
             .map(|i| {
-                let mut t = LegTrack::default();
                 // Non-zero and distinct: the on-disk format rejects a zero leg UUID.
-                t.uuid = *b"dmsim-leg-00-000";
-                t.uuid[11] = b'0' + i as u8;
-                t
+                let mut uuid = *b"dmsim-leg-00-000";
+                uuid[11] = b'0' + i as u8;
+                LegTrack {
+                    uuid,
+                    ..LegTrack::default()
+                }
             })
             .collect();
         World {
