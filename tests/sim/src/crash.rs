@@ -106,14 +106,22 @@ pub fn check_journal(sim: &mut Sim) {
                 && disks[l].as_ref().is_some_and(|d| d.sb.generation == gen)
         })
         .collect();
+    // What assembly reads: the write-intent bitmaps of the in-sync legs, ORed.
     let mut marked = vec![0u8; newest.bitmap.len()];
-    for d in disks.iter().flatten().filter(|d| d.sb.generation == gen) {
-        format::or_into(&mut marked, &d.bitmap);
+    for &l in &insync {
+        if let Some(d) = &disks[l] {
+            format::or_into(&mut marked, &d.bitmap);
+        }
     }
-    let is_marked = |r: u64| {
-        marked
-            .get((r / 8) as usize)
-            .is_some_and(|b| b >> (r % 8) & 1 == 1)
+    let bit = |b: &[u8], r: u64| {
+        b.get((r / 8) as usize)
+            .is_some_and(|x| x >> (r % 8) & 1 == 1)
+    };
+    let is_marked = |r: u64| bit(&marked, r);
+    let marked_on = |r: u64| -> Vec<usize> {
+        (0..n)
+            .filter(|&l| disks[l].as_ref().is_some_and(|d| bit(&d.bitmap, r)))
+            .collect()
     };
     let region = sim.setup.cfg.region_sectors;
     sim.w.log(|| {
@@ -122,8 +130,17 @@ pub fn check_journal(sim: &mut Sim) {
             (0..newest.sb.regions()).filter(|&r| is_marked(r)).count()
         )
     });
-    let Some((&a, rest)) = insync.split_first() else {
+    let Some(&a) = insync.first() else {
         return;
+    };
+    // A rebuilding leg of this generation holds the data of the regions below its checkpoint
+    // (assembly resumes the copy there): those regions count as in sync too.
+    let copied = |l: usize, r: u64| {
+        let e = &newest.sb.legs[l];
+        let current = disks[l].as_ref().is_some_and(|d| d.sb.generation == gen);
+        current
+            && (e.state == DiskLegState::InSync
+                || (e.state == DiskLegState::Rebuilding && r < e.checkpoint))
     };
     for s in 0..sim.setup.cfg.data_sectors {
         if sim.w.model.possible_ids(s as usize).contains(&pattern::ANY)
@@ -135,15 +152,21 @@ pub fn check_journal(sim: &mut Sim) {
         {
             continue;
         }
-        for &b in rest {
-            if sim.w.legs[a].sector(s) != sim.w.legs[b].sector(s) && !is_marked(s / region) {
+        let r = s / region;
+        for b in (0..n).filter(|&b| b != a && copied(b, r)) {
+            if sim.w.legs[a].sector(s) != sim.w.legs[b].sector(s) && !is_marked(r) {
                 let (x, y) = (
                     pattern::describe(sim.w.legs[a].sector(s)),
                     pattern::describe(sim.w.legs[b].sector(s)),
                 );
+                let how = if newest.sb.legs[b].state == DiskLegState::InSync {
+                    "in sync"
+                } else {
+                    "rebuilt past this region"
+                };
                 sim.w.fail(format!(
-                    "after crash: in-sync legs {a} and {b} differ at sector {s} ({x} vs {y}) but region {} is not marked in any durable write-intent bitmap of generation {gen}",
-                    s / region
+                    "after crash: legs {a} (in sync) and {b} ({how}) differ at sector {s} ({x} vs {y}) but region {r} is not marked in the durable write-intent bitmap of any in-sync leg of generation {gen} (marked on legs {:?})",
+                    marked_on(r)
                 ));
                 return;
             }
@@ -375,19 +398,25 @@ pub fn reassemble(sim: &mut Sim) -> Option<InitOwned> {
     if !asm.clean && dirty.is_none() {
         dirty = Some(vec![0u8; bytes]);
     }
-    let marked = dirty
-        .as_ref()
-        .map_or(0, |d| d.iter().map(|b| b.count_ones() as u64).sum::<u64>());
+    let marked: Vec<u64> = dirty.as_ref().map_or(Vec::new(), |d| {
+        (0..regions)
+            .filter(|&r| {
+                d.get((r / 8) as usize)
+                    .is_some_and(|b| b >> (r % 8) & 1 == 1)
+            })
+            .collect()
+    });
     let states: Vec<LegState> = (0..n).map(|k| asm.legs[k].state).collect();
     sim.w.log(|| {
         format!(
-            "ASSEMBLY: winner {} gen {} seq {} authoritative {} clean {} legs {states:?}, {marked} dirty regions, tracking {:#x}",
+            "ASSEMBLY: winner {} gen {} seq {} authoritative {} clean {} legs {states:?}, dirty regions {marked:?}, tracking {:#x}, rebuild {:?}",
             LABELS[present[asm.winner_input]],
             asm.generation,
             asm.seq,
             asm.authoritative,
             asm.clean,
-            asm.tracking_needed
+            asm.tracking_needed,
+            (0..n).map(|k| (asm.legs[k].rebuild.checkpoint, asm.legs[k].rebuild.full)).collect::<Vec<_>>()
         )
     });
     let init = {
