@@ -30,20 +30,22 @@ pub fn leg_sectors(cfg: &Config, slack: u64) -> u64 {
     }
 }
 
-/// Does every leg hold a valid superblock in its durable image?
-pub fn labelled(sim: &Sim) -> bool {
+/// The superblock leg `l` would show after a power loss that kept nothing cached.
+pub fn durable_superblock(sim: &Sim, l: usize) -> Result<Superblock, FormatError> {
     let ss = sim.setup.cfg.sector_size;
     let slots = format::slot_positions(sim.setup.leg_sectors, ss);
     let len = (format::slot_sectors(ss) * u64::from(ss)) as usize;
-    sim.w.legs.iter().all(|leg| {
-        let img = leg.durable_image();
-        let at = |s: u64| &img[(s * u64::from(ss)) as usize..(s * u64::from(ss)) as usize + len];
-        format::newest(
-            Superblock::decode(at(slots[0])),
-            Superblock::decode(at(slots[1])),
-        )
-        .is_ok()
-    })
+    let img = sim.w.legs[l].durable_image();
+    let at = |s: u64| &img[(s * u64::from(ss)) as usize..(s * u64::from(ss)) as usize + len];
+    format::newest(
+        Superblock::decode(at(slots[0])),
+        Superblock::decode(at(slots[1])),
+    )
+}
+
+/// Does every leg hold a valid superblock in its durable image?
+pub fn labelled(sim: &Sim) -> bool {
+    (0..sim.w.legs.len()).all(|l| durable_superblock(sim, l).is_ok())
 }
 
 /// The metadata a crashed leg holds: its newest valid superblock and its write-intent bitmap.

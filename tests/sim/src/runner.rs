@@ -276,10 +276,11 @@ const SETTLE_LIMIT: u64 = 200_000;
 
 impl Sim {
     fn crash_due(&self) -> bool {
+        let Some(base) = self.armed else { return false };
         self.setup
             .crash_at
             .get(self.crash_idx)
-            .is_some_and(|&c| self.w.calls >= c)
+            .is_some_and(|&c| self.w.calls >= base + c)
     }
 
     fn status<C: Core<World>>(&mut self, core: &C) -> Status {
@@ -384,7 +385,75 @@ impl Sim {
         if self.crash_due() {
             return PhaseEnd::Crashed;
         }
+        if self.metadata
+            && !self.w.failed()
+            && self.setup.crash_at.get(self.crash_idx).is_none()
+            && self.rng.chance(1, 2)
+        {
+            // A clean shutdown, then the power goes: the legs must say clean, and reassemble
+            // to the same data.
+            self.clean_shutdown(core);
+            if !self.w.failed() {
+                return PhaseEnd::Crashed;
+            }
+        }
         PhaseEnd::Finished
+    }
+
+    fn clean_shutdown<C: Core<World>>(&mut self, core: &mut C) {
+        self.w.now += 1;
+        self.w.calls += 1;
+        self.w.shutdown_done = false;
+        self.w.log(|| "control: shutdown".to_string());
+        core.shutdown(&mut self.w);
+        let mut n = 0;
+        while !self.w.shutdown_done && !self.w.failed() {
+            n += 1;
+            if n > SETTLE_LIMIT {
+                self.w
+                    .fail("shutdown never finished (no ShutdownDone)".to_string());
+                return;
+            }
+            if !self.deliver_one(core) {
+                self.tick(core);
+            }
+        }
+        // New parents are refused while shut down.
+        let h = self.w.new_parent(ParentOp::Read, 0, 1, false);
+        self.w.pump(core);
+        if self.w.fifo.front() != Some(&h) {
+            self.w
+                .fail("a parent was accepted after the clean shutdown".to_string());
+            return;
+        }
+        self.w.fifo.clear();
+        self.w.parents.remove(&h);
+        if !self.w.pending.is_empty() {
+            self.w.fail(format!(
+                "{} leg I/Os still in flight after ShutdownDone",
+                self.w.pending.len()
+            ));
+            return;
+        }
+        for l in 0..self.w.legs.len() {
+            match crash::durable_superblock(self, l) {
+                Ok(sb) if sb.clean => {}
+                Ok(sb) => {
+                    self.w.fail(format!("after ShutdownDone leg {l}'s durable superblock (seq {}) is not marked clean", sb.seq));
+                    return;
+                }
+                Err(e) => {
+                    self.w.fail(format!(
+                        "after ShutdownDone leg {l} has no valid durable superblock: {e:?}"
+                    ));
+                    return;
+                }
+            }
+        }
+        self.w
+            .log(|| "shutdown done: every leg durably clean".to_string());
+        // The next phase: power off now.
+        self.setup.crash_at.push(0);
     }
 
     fn new_parent(&mut self) {

@@ -123,6 +123,8 @@ pub struct World {
     /// Check that metadata buffers are unchanged until their write completes and that no
     /// superblock slot is written blank (on by default; `--no-meta-check` explores past them).
     pub meta_check: bool,
+    /// `Event::ShutdownDone` arrived.
+    pub shutdown_done: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -187,6 +189,7 @@ impl World {
             mutant_fired: false,
             stats: Stats::default(),
             meta_check: true,
+            shutdown_done: false,
             cfg,
         }
     }
@@ -1081,6 +1084,7 @@ impl Host for World {
                 }
             }
             Event::Ready => self.retry = true,
+            Event::ShutdownDone => self.shutdown_done = true,
             _ => {}
         }
     }
