@@ -353,6 +353,7 @@ impl Sim {
                 2,
                 1,
                 1,
+                1,
             ];
             match self.rng.weighted(&weights) {
                 0 => {
@@ -370,6 +371,10 @@ impl Sim {
                 2 => self.tick(core),
                 3 => self.fault(core),
                 4 => self.control(core),
+                5 => {
+                    let forged = self.rng.next_u64();
+                    self.w.deliver_stale(core, forged);
+                }
                 _ => self.settle(core, false),
             }
             self.after(core);

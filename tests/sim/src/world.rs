@@ -125,6 +125,8 @@ pub struct World {
     pub meta_check: bool,
     /// `Event::ShutdownDone` arrived.
     pub shutdown_done: bool,
+    /// The last token delivered (replayed as a stale completion now and then).
+    pub last_delivered: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -135,6 +137,8 @@ pub struct Stats {
     pub resync_ios: u64,
     pub faults: u64,
     pub crashes: u64,
+    /// Calls the core made to the host (issue, complete, event).
+    pub host_calls: u64,
 }
 
 fn range(sector: u64, count: u32) -> std::ops::Range<u64> {
@@ -190,6 +194,7 @@ impl World {
             stats: Stats::default(),
             meta_check: true,
             shutdown_done: false,
+            last_delivered: None,
             cfg,
         }
     }
@@ -569,7 +574,31 @@ impl World {
             )
         });
         self.calls += 1;
+        self.last_delivered = Some(token);
         core.leg_done(self, Token(token), result);
+    }
+
+    /// Report a leg I/O the core already had reported (a buggy device completing twice) or one
+    /// it never issued: the core must ignore it — no completion, no issue, no event.
+    pub fn deliver_stale<C: Core<World>>(&mut self, core: &mut C, forged: u64) {
+        let token = match self.last_delivered {
+            Some(t) if !self.pending.contains_key(&t) && forged % 2 == 0 => t,
+            _ => forged | 1 << 63,
+        };
+        if self.pending.contains_key(&token) {
+            return;
+        }
+        self.now += 1;
+        self.calls += 1;
+        self.log(|| format!("done  t{token} (stale or forged) -> Ok(())"));
+        let before = self.stats.host_calls;
+        core.leg_done(self, Token(token), Ok(()));
+        if self.stats.host_calls != before {
+            self.fail(format!(
+                "a stale/forged completion of t{token} was not ignored: the core made {} host calls",
+                self.stats.host_calls - before
+            ));
+        }
     }
 
     // ----- checks ------------------------------------------------------------------------------
@@ -859,6 +888,7 @@ impl World {
 impl Host for World {
     fn issue(&mut self, io: &LegIo<'_>) {
         self.now += 1;
+        self.stats.host_calls += 1;
         self.stats.leg_ios += 1;
         let t = io.token.0;
         let ss = self.ss as u64;
@@ -1023,6 +1053,7 @@ impl Host for World {
 
     fn complete(&mut self, handle: ParentHandle, result: IoResult) {
         self.now += 1;
+        self.stats.host_calls += 1;
         self.log(|| format!("complete h{handle} -> {result:?}"));
         let Some(p) = self.parents.get(&handle) else {
             let why = if self.done.contains(&handle) {
@@ -1071,6 +1102,7 @@ impl Host for World {
     }
 
     fn event(&mut self, event: Event) {
+        self.stats.host_calls += 1;
         self.log(|| format!("event {event:?}"));
         match event {
             Event::LegFailed { leg, .. } => {
