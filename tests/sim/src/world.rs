@@ -582,7 +582,7 @@ impl World {
     /// it never issued: the core must ignore it — no completion, no issue, no event.
     pub fn deliver_stale<C: Core<World>>(&mut self, core: &mut C, forged: u64) {
         let token = match self.last_delivered {
-            Some(t) if !self.pending.contains_key(&t) && forged % 2 == 0 => t,
+            Some(t) if !self.pending.contains_key(&t) && forged.is_multiple_of(2) => t,
             _ => forged | 1 << 63,
         };
         if self.pending.contains_key(&token) {
