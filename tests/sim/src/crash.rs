@@ -394,6 +394,18 @@ pub fn reassemble(sim: &mut Sim) -> Option<InitOwned> {
                     .fail(format!("tracking bitmap of slot {k} rejected: {e:?}"));
                 return None;
             }
+            let regs: Vec<u64> = (0..regions)
+                .filter(|&r| {
+                    b.get((r / 8) as usize)
+                        .is_some_and(|x| x >> (r % 8) & 1 == 1)
+                })
+                .collect();
+            sim.w.log(|| {
+                format!(
+                    "ASSEMBLY: tracking bitmap for slot {k} (from leg {}): regions {regs:?}",
+                    input_leg(br.input)
+                )
+            });
             tracking[usize::from(k)] = Some(b);
         }
     }
