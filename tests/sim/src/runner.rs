@@ -19,6 +19,40 @@ pub struct Opts {
     pub backend: Backend,
     /// Skip the "metadata buffer unchanged until completion" check.
     pub no_meta_check: bool,
+    /// A bug planted in the dmirror core itself (needs the `core-mutants` feature).
+    pub core_mutant: Option<CoreMutant>,
+    /// No faults and no leg control operations: only I/O, ticks and crashes.
+    pub calm: bool,
+}
+
+/// The dmirror core's own plantable bugs (`dmirror::Mutant`, feature `core-mutants`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoreMutant {
+    /// A write group completes as soon as one leg reported.
+    CompleteEarly,
+    /// Overlapping writes start without waiting for each other.
+    NoWriteOrdering,
+    /// Data reaches a leg before its bitmap bit is durable.
+    SkipJournal,
+    /// Write-intent bits cleared without the data flush first.
+    ClearBeforeFlush,
+}
+
+#[cfg(feature = "core-mutants")]
+fn plant(m: &mut Mirror<'_>, _: &mut World, mutant: CoreMutant) {
+    m.set_mutant(match mutant {
+        CoreMutant::CompleteEarly => dmirror::Mutant::CompleteEarly,
+        CoreMutant::NoWriteOrdering => dmirror::Mutant::NoWriteOrdering,
+        CoreMutant::SkipJournal => dmirror::Mutant::SkipJournal,
+        CoreMutant::ClearBeforeFlush => dmirror::Mutant::ClearBeforeFlush,
+    });
+}
+
+#[cfg(not(feature = "core-mutants"))]
+fn plant(_: &mut Mirror<'_>, w: &mut World, mutant: CoreMutant) {
+    w.fail(format!(
+        "core mutant {mutant:?} needs `--features core-mutants`"
+    ));
 }
 
 /// The core under test.
@@ -140,6 +174,8 @@ pub struct Sim {
     pub metadata: bool,
     /// For a core without metadata: the source leg after a crash.
     pub crash_source: usize,
+    /// `Opts::calm`.
+    calm: bool,
     /// Crash points count entry-point calls from this value; `None` until the new mirror's label
     /// (its first metadata) is durable, as a host's label step would guarantee.
     armed: Option<u64>,
@@ -211,6 +247,7 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         armed: None,
         metadata: opts.crash && opts.backend == Backend::Dmirror,
         crash_source: 0,
+        calm: opts.calm,
     };
     sim.w.log(|| format!("seed {seed}: {summary}"));
     let mut phase = 0;
@@ -246,6 +283,9 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
                         break;
                     }
                 };
+                if let Some(m) = opts.core_mutant {
+                    plant(&mut mirror, &mut sim.w, m);
+                }
                 sim.drive(&mut mirror, phase)
             }
         };
@@ -346,12 +386,13 @@ impl Sim {
             let in_flight = self.w.parents_in_flight() + self.w.fifo.len();
             let room = in_flight < 2 * self.setup.cfg.max_parents as usize;
             let pending = !self.w.deliverable().is_empty();
+            let calm = self.calm;
             let weights = [
                 if pending { 45 } else { 0 },
                 if room { 30 } else { 0 },
                 6,
-                2,
-                1,
+                if calm { 0 } else { 2 },
+                if calm { 0 } else { 1 },
                 1,
                 1,
             ];

@@ -32,30 +32,31 @@ fn assert_all_pass(seeds: std::ops::Range<u64>, opts: &Opts) {
 
 /// A planted bug is caught: some seed passes without it and fails with it.
 fn assert_caught(seeds: std::ops::Range<u64>, clean: &Opts, mutated: &Opts) {
+    let what = format!(
+        "{:?}/{:?}/{:?}",
+        mutated.mutant, mutated.core_mutant, mutated.backend
+    );
     let bad = failures(seeds.clone(), mutated);
     assert!(
         !bad.is_empty(),
-        "planted bug {:?}/{:?} was never caught in seeds {seeds:?}",
-        mutated.mutant,
-        mutated.backend
+        "planted bug {what} was never caught in seeds {seeds:?}"
     );
-    let caught: Vec<u64> = bad
+    let caught: Vec<&(u64, String)> = bad
         .iter()
-        .map(|(s, _)| *s)
-        .filter(|&s| run(s, clean).result.is_ok())
+        .filter(|(s, _)| run(*s, clean).result.is_ok())
         .collect();
     assert!(
         !caught.is_empty(),
-        "every seed that failed with the planted bug also fails without it: {:?}",
+        "planted bug {what}: every seed that failed with it also fails without it: {:?}",
         bad.iter().take(3).collect::<Vec<_>>()
     );
     eprintln!(
-        "planted {:?}/{:?}: caught by {} of {} seeds (e.g. {:?})",
-        mutated.mutant,
-        mutated.backend,
+        "planted {what}: {} of {} seeds fail, {} of them pass without it (e.g. seed {}: {})",
         bad.len(),
         seeds.end - seeds.start,
-        &bad[0]
+        caught.len(),
+        caught[0].0,
+        caught[0].1
     );
 }
 
@@ -80,6 +81,19 @@ fn dmirror_2000_seeds() {
 #[test]
 fn dmirror_1000_crash_seeds() {
     assert_all_pass(0..1000, &opts(Backend::Dmirror, true, None));
+}
+
+/// Crashes without faults or leg changes: isolates the journal and the data path from the
+/// leg-state machinery.
+#[test]
+fn dmirror_1000_calm_crash_seeds() {
+    assert_all_pass(
+        0..1000,
+        &Opts {
+            calm: true,
+            ..opts(Backend::Dmirror, true, None)
+        },
+    );
 }
 
 #[test]
@@ -168,5 +182,56 @@ fn replay_is_deterministic() {
                 "seed {s} crash={crash}"
             );
         }
+    }
+}
+
+// ----- bugs planted in the dmirror core itself (`cargo test --features core-mutants`) -----------
+
+#[cfg(feature = "core-mutants")]
+mod core_mutants {
+    use super::*;
+    use dmirror_sim::CoreMutant;
+
+    fn planted(crash: bool, m: CoreMutant) -> Opts {
+        Opts {
+            core_mutant: Some(m),
+            ..opts(Backend::Dmirror, crash, None)
+        }
+    }
+
+    #[test]
+    fn catches_a_write_group_completed_early() {
+        assert_caught(
+            0..60,
+            &opts(Backend::Dmirror, false, None),
+            &planted(false, CoreMutant::CompleteEarly),
+        );
+    }
+
+    #[test]
+    fn catches_unordered_overlapping_writes() {
+        assert_caught(
+            0..150,
+            &opts(Backend::Dmirror, false, None),
+            &planted(false, CoreMutant::NoWriteOrdering),
+        );
+    }
+
+    #[test]
+    fn catches_a_skipped_journal() {
+        assert_caught(
+            0..400,
+            &opts(Backend::Dmirror, true, None),
+            &planted(true, CoreMutant::SkipJournal),
+        );
+    }
+
+    #[test]
+    fn catches_bits_cleared_before_the_data_flush() {
+        assert_caught(
+            0..400,
+            &opts(Backend::Dmirror, true, None),
+            &planted(true, CoreMutant::ClearBeforeFlush),
+        );
     }
 }
