@@ -17,7 +17,11 @@ fn assert_all_pass(seeds: std::ops::Range<u64>, opts: &Opts) {
     let n = seeds.end - seeds.start;
     let f = failures(seeds, opts);
     if !f.is_empty() {
-        let mode = if opts.crash { " --crash" } else { "" };
+        let mode = format!(
+            "{}{}",
+            if opts.crash { " --crash" } else { "" },
+            if opts.calm { " --calm" } else { "" }
+        );
         let mut msg = format!(
             "{} of {n} seeds failed ({:?}{mode}); replay with `dmirror-sim --seed S{mode}`:\n",
             f.len(),
