@@ -71,30 +71,8 @@ pub fn serve(l: UnixListener, ctx: Ctx) {
     }
 }
 
-/// Ask the engine; a request refused as busy (I/O still in flight on the leg) is retried for a
-/// few seconds.
+/// Ask the engine and wait for its answer.
 fn ask(ctx: &Ctx, c: Ctl) -> Value {
-    let mut c = c;
-    for _ in 0..50 {
-        let retry = match &c {
-            Ctl::Status => None,
-            Ctl::Fail(l) => Some(Ctl::Fail(*l)),
-            Ctl::Remove(l) => Some(Ctl::Remove(*l)),
-            Ctl::Add { .. } => None,
-        };
-        let v = ask_once(ctx, c);
-        match retry {
-            Some(r) if v["error"].as_str() == Some(crate::engine::BUSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                c = r;
-            }
-            _ => return v,
-        }
-    }
-    err(crate::engine::BUSY)
-}
-
-fn ask_once(ctx: &Ctx, c: Ctl) -> Value {
     let (tx, rx) = channel();
     if ctx.engine.send(Msg::Control(c, tx)).is_err() {
         return json!({"ok": false, "error": "the server is stopping"});

@@ -193,6 +193,8 @@ pub struct UHost {
     io_threads: usize,
     pub shutdown_done: bool,
     pub quiet: bool,
+    /// Print every leg I/O and completion on stderr (DMIRROR_TRACE=1), for debugging.
+    trace: bool,
     /// Sectors copied by resync, as counted from the completions (for reports).
     pub stalled: bool,
 }
@@ -238,6 +240,7 @@ impl UHost {
             io_threads,
             shutdown_done: false,
             quiet: false,
+            trace: std::env::var_os("DMIRROR_TRACE").is_some_and(|v| v == "1"),
             stalled: false,
         }
     }
@@ -293,6 +296,18 @@ impl UHost {
 
 impl Host for UHost {
     fn issue(&mut self, io: &LegIo<'_>) {
+        if self.trace {
+            let kind = match io.buf {
+                BufRef::Meta(_) => "meta",
+                BufRef::Resync { .. } => "resync",
+                BufRef::Parent { .. } => "parent",
+                BufRef::None => "-",
+            };
+            eprintln!(
+                "trace: issue {:?} leg {} {:?} sector {} count {} fua {} {kind}",
+                io.token, io.leg, io.op, io.sector, io.count, io.fua
+            );
+        }
         let len = (u64::from(io.count) * self.sector_size) as usize;
         let off = io.sector * self.sector_size;
         let Some(Some(leg)) = self.legs.get(usize::from(io.leg)) else {
@@ -353,6 +368,9 @@ impl Host for UHost {
     }
 
     fn complete(&mut self, parent: ParentHandle, result: IoResult) {
+        if self.trace {
+            eprintln!("trace: complete parent {parent} {result:?}");
+        }
         let Some(p) = self.parents.remove(&parent) else {
             return;
         };
@@ -369,12 +387,12 @@ impl Host for UHost {
     }
 
     fn event(&mut self, event: Event) {
+        if self.trace {
+            eprintln!("trace: event {event:?}");
+        }
         self.events.push(event);
     }
 }
-
-/// The answer to a control request refused because the leg still has I/O in flight.
-pub const BUSY: &str = "the leg still has I/O in flight; try again shortly";
 
 pub fn state_name(s: LegState) -> &'static str {
     match s {
@@ -393,7 +411,6 @@ fn ctl_err(e: ControlError) -> &'static str {
         ControlError::LastLeg => "it would leave no in-sync leg",
         ControlError::TooSmall => "the device is too small",
         ControlError::ShuttingDown => "the mirror is shutting down",
-        ControlError::Busy => BUSY,
     }
 }
 
@@ -570,6 +587,9 @@ impl<'m, C: Core> Engine<'m, C> {
     }
 
     fn leg_done(&mut self, d: LegDone) {
+        if self.host.trace {
+            eprintln!("trace: done {:?} {:?}", d.token, d.result);
+        }
         if let (Ok(()), Some(data)) = (d.result, d.data) {
             self.host.store_read(d.target, data);
         }
@@ -702,6 +722,13 @@ impl<'m, C: Core> Engine<'m, C> {
                 "busy": c.busy,
             },
             "shutting_down": self.shutting_down,
+            "read_policy": match s.read_policy {
+                dmirror::ReadPolicy::RoundRobin { batch } => format!("round-robin:{batch}"),
+                dmirror::ReadPolicy::Load => "load".to_string(),
+                dmirror::ReadPolicy::Prefer { leg } => format!("prefer:{leg}"),
+                dmirror::ReadPolicy::Split { min_sectors } => format!("split:{min_sectors}"),
+            },
+            "resync_sectors_per_tick": self.mirror.config().resync.sectors_per_tick,
         })
     }
 

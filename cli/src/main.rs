@@ -16,12 +16,13 @@ use std::sync::mpsc::channel;
 use std::time::Instant;
 
 const USAGE: &str = "usage:
-  dmirror label [--name N] [--region-size S] [--force] [--use-smallest] [--resync] LEG...
+  dmirror label [--name N] [--region-size S] [--size S] [--force] [--use-smallest] [--resync] LEG...
   dmirror inspect [--json] LEG...
   dmirror check LEG...
   dmirror resync [--force] [--winner LEG] LEG...
   dmirror serve [--listen ADDR:PORT | --socket PATH] [--control PATH] [--force]
-                [--winner LEG] [--io-threads N] [--name EXPORT] [LEG...]
+                [--winner LEG] [--io-threads N] [--name EXPORT]
+                [--read-policy P] [--resync-rate BYTES/S] [LEG...]
   dmirror status [--control PATH] [--json]
   dmirror add [--control PATH] [--force] LEG
   dmirror remove [--control PATH] LEG
@@ -93,6 +94,13 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // I/O buffers of up to 32 MiB come and go all the time: keep them in the heap instead of
+    // mmap/munmap (and page-faulting) every one.
+    // SAFETY: mallopt only tunes the allocator; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {
         eprintln!("{USAGE}");
@@ -190,7 +198,7 @@ fn open_all(specs: &[LegSpec], write: bool) -> Result<Vec<Dev>, String> {
 fn cmd_label(argv: &[String]) -> Result<u8, String> {
     let a = Args::parse(
         argv,
-        &["--name", "--region-size"],
+        &["--name", "--region-size", "--size"],
         &["--force", "--use-smallest", "--resync"],
     )?;
     let specs = legs_from(&a.pos)?;
@@ -201,6 +209,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     }
     let o = LabelOpts {
         region: a.opt("--region-size"),
+        size: a.opt("--size"),
         force: a.flag("--force"),
         use_smallest: a.flag("--use-smallest"),
         resync: a.flag("--resync"),
@@ -212,6 +221,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
 
 struct LabelOpts<'a> {
     region: Option<&'a str>,
+    size: Option<&'a str>,
     force: bool,
     use_smallest: bool,
     resync: bool,
@@ -221,6 +231,7 @@ struct LabelOpts<'a> {
 fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
     let LabelOpts {
         region,
+        size,
         force,
         use_smallest,
         resync,
@@ -297,7 +308,25 @@ fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
             region_sectors * 512
         ));
     }
-    if smallest != largest && !quiet {
+    let data_sectors = match size {
+        None => data_sectors,
+        Some(sz) => {
+            let b = parse_size(sz)?;
+            if b == 0 || b % 512 != 0 {
+                return Err(format!(
+                    "size {sz} must be a non-zero multiple of 512 bytes"
+                ));
+            }
+            if b / 512 > data_sectors {
+                return Err(format!(
+                    "size {sz} does not fit: the legs hold at most {} bytes of data",
+                    data_sectors * 512
+                ));
+            }
+            b / 512
+        }
+    };
+    if smallest != largest && !quiet && size.is_none() {
         println!(
             "using the smallest leg's size: {} of data on each leg; larger legs keep their extra space unused",
             human(data_sectors * 512)
@@ -839,6 +868,8 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             "--io-threads",
             "--name",
             "--winner",
+            "--read-policy",
+            "--resync-rate",
         ],
         &["--force"],
     )?;
@@ -853,6 +884,11 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             .ok_or("--io-threads must be 1..64")?,
         None => 4,
     };
+    let policy = a.opt("--read-policy").map(parse_policy).transpose()?;
+    let rate = a.opt("--resync-rate").map(parse_size).transpose()?;
+    if rate == Some(0) {
+        return Err("--resync-rate must be more than 0".into());
+    }
     let defaults = a.pos.is_empty();
     let leg_args: Vec<String> = if defaults {
         vec![
@@ -922,13 +958,30 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
             return Err(e);
         }
     }
-    let opened = match open_and_assemble(&specs, a.flag("--force"), a.opt("--winner")) {
+    let mut opened = match open_and_assemble(&specs, a.flag("--force"), a.opt("--winner")) {
         Ok(o) => o,
         Err(e) => {
             cleanup_sock();
             return Err(e);
         }
     };
+    let cfg = &mut opened.asm.cfg;
+    if let Some(p) = policy {
+        if let dmirror::ReadPolicy::Prefer { leg } = p {
+            if leg >= cfg.legs {
+                cleanup_sock();
+                return Err(format!(
+                    "--read-policy prefer:{leg}: the mirror has {} legs",
+                    cfg.legs
+                ));
+            }
+        }
+        cfg.read_policy = p;
+    }
+    if let Some(r) = rate {
+        // Ticks are 100 ms.
+        cfg.resync.sectors_per_tick = (r / 10 / u64::from(cfg.sector_size)).max(1);
+    }
     if let Some(parent) = control_path.parent() {
         if !parent.as_os_str().is_empty()
             && !parent.exists()
@@ -957,6 +1010,38 @@ fn cmd_serve(argv: &[String]) -> Result<u8, String> {
     r
 }
 
+/// `round-robin[:BATCH]`, `load`, `prefer:LEG`, `split[:MIN_SECTORS]`.
+fn parse_policy(s: &str) -> Result<dmirror::ReadPolicy, String> {
+    use dmirror::ReadPolicy;
+    let (name, arg) = match s.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (s, None),
+    };
+    let num = |what: &str| -> Result<Option<u32>, String> {
+        arg.map(|a| {
+            a.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0 || what == "leg")
+                .ok_or_else(|| format!("--read-policy {s}: {what} must be a number"))
+        })
+        .transpose()
+    };
+    Ok(match name {
+        "round-robin" | "roundrobin" => ReadPolicy::RoundRobin { batch: num("batch")?.unwrap_or(8) },
+        "load" if arg.is_none() => ReadPolicy::Load,
+        "prefer" => {
+            let leg = num("leg")?.ok_or("--read-policy prefer needs a leg: prefer:LEG")?;
+            ReadPolicy::Prefer { leg: u8::try_from(leg).map_err(|_| format!("--read-policy {s}: no such leg"))? }
+        }
+        "split" => ReadPolicy::Split { min_sectors: num("min sectors")?.unwrap_or(256) },
+        _ => {
+            return Err(format!(
+                "unknown read policy '{s}' (round-robin[:BATCH], load, prefer:LEG, split[:MIN_SECTORS])"
+            ))
+        }
+    })
+}
+
 fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
     std::fs::create_dir_all(DEFAULT_DIR)
         .map_err(|e| format!("cannot create {DEFAULT_DIR}: {e}"))?;
@@ -980,6 +1065,7 @@ fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
     }
     let o = LabelOpts {
         region: None,
+        size: None,
         force: false,
         use_smallest: false,
         resync: false,
@@ -1166,7 +1252,8 @@ fn print_status(s: &Value) {
     for l in s["legs"].as_array().cloned().unwrap_or_default() {
         let mut extra = String::new();
         let total = l["resync_total_sectors"].as_u64().unwrap_or(0);
-        if l["state"] == "rebuilding" || total > 0 {
+        let state = l["state"].as_str().unwrap_or("");
+        if state == "rebuilding" {
             let done = l["resync_done_sectors"].as_u64().unwrap_or(0);
             let pct = if total > 0 {
                 done as f64 * 100.0 / total as f64
@@ -1180,7 +1267,7 @@ fn print_status(s: &Value) {
             );
         }
         let oos = l["regions_out_of_sync"].as_u64().unwrap_or(0);
-        if oos > 0 {
+        if oos > 0 && matches!(state, "in-sync" | "rebuilding" | "missing") {
             extra.push_str(&format!("  {oos} regions out of sync"));
         }
         println!(
@@ -1214,6 +1301,22 @@ mod tests {
 
     #[test]
     fn args() {
+        assert_eq!(parse_policy("load").unwrap(), dmirror::ReadPolicy::Load);
+        assert_eq!(
+            parse_policy("prefer:1").unwrap(),
+            dmirror::ReadPolicy::Prefer { leg: 1 }
+        );
+        assert_eq!(
+            parse_policy("round-robin:4").unwrap(),
+            dmirror::ReadPolicy::RoundRobin { batch: 4 }
+        );
+        assert_eq!(
+            parse_policy("split").unwrap(),
+            dmirror::ReadPolicy::Split { min_sectors: 256 }
+        );
+        assert!(parse_policy("prefer").is_err());
+        assert!(parse_policy("round-robin:0").is_err());
+        assert!(parse_policy("fastest").is_err());
         let v: Vec<String> = ["--name", "x", "a", "--force", "--region-size=1M", "b"]
             .iter()
             .map(|s| s.to_string())

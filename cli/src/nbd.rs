@@ -55,6 +55,52 @@ const ESHUTDOWN: u32 = 108;
 /// Largest request payload accepted (and advertised as the maximum block size).
 pub const MAX_REQUEST: u32 = 32 << 20;
 
+/// Per connection, requests in flight and their data bytes are bounded: the reader stops taking
+/// requests off the socket until replies are written (memory stays bounded whatever the client).
+const MAX_INFLIGHT: u64 = 512;
+const MAX_INFLIGHT_BYTES: u64 = 256 << 20;
+
+#[derive(Default)]
+struct Inflight {
+    state: std::sync::Mutex<(u64, u64, std::collections::HashMap<u64, u64>)>,
+    cv: std::sync::Condvar,
+    /// The writer is gone: nothing will be released any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Inflight {
+    /// Wait for room for a request of `bytes` (always room for one), then count it.
+    fn acquire(&self, cookie: u64, bytes: u64) {
+        let Ok(mut g) = self.state.lock() else { return };
+        while g.0 > 0
+            && (g.0 >= MAX_INFLIGHT || g.1 + bytes > MAX_INFLIGHT_BYTES)
+            && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            g = match self.cv.wait(g) {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+        }
+        g.0 += 1;
+        g.1 += bytes;
+        *g.2.entry(cookie).or_insert(0) += bytes;
+    }
+
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _g = self.state.lock();
+        self.cv.notify_all();
+    }
+
+    fn release(&self, cookie: u64) {
+        let Ok(mut g) = self.state.lock() else { return };
+        let bytes = g.2.remove(&cookie).unwrap_or(0);
+        g.0 = g.0.saturating_sub(1);
+        g.1 = g.1.saturating_sub(bytes);
+        self.cv.notify_all();
+    }
+}
+
 /// What the server exports.
 #[derive(Clone)]
 pub struct Export {
@@ -278,6 +324,41 @@ fn errno(e: IoError) -> u32 {
     }
 }
 
+/// Write replies as they come, batching what is already queued into one socket write.
+fn write_replies(ws: &Stream, rrx: &std::sync::mpsc::Receiver<Reply>, wi: &Inflight) {
+    let Ok(ws) = ws.try_clone() else { return };
+    let mut w = BufWriter::with_capacity(256 * 1024, ws);
+    let mut hdr = [0u8; 16];
+    hdr[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    while let Ok(r) = rrx.recv() {
+        let mut next = Some(r);
+        while let Some(r) = next.take() {
+            let err = match r.result {
+                Ok(()) => 0,
+                Err(e) => errno(e),
+            };
+            hdr[4..8].copy_from_slice(&err.to_be_bytes());
+            hdr[8..16].copy_from_slice(&r.cookie.to_be_bytes());
+            if w.write_all(&hdr).is_err() {
+                return;
+            }
+            if err == 0 {
+                if let Some(d) = &r.data {
+                    if w.write_all(d).is_err() {
+                        return;
+                    }
+                }
+            }
+            wi.release(r.cookie);
+            next = rrx.try_recv().ok();
+        }
+        if w.flush().is_err() {
+            return;
+        }
+    }
+    let _ = w.flush();
+}
+
 fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::Result<()> {
     if !handshake(&mut s, export)? {
         s.shutdown();
@@ -285,36 +366,13 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
     }
     let (rtx, rrx) = channel::<Reply>();
     let ws = s.try_clone()?;
+    let inflight = Arc::new(Inflight::default());
+    let wi = Arc::clone(&inflight);
     let writer = std::thread::spawn(move || {
-        let mut w = BufWriter::with_capacity(256 * 1024, ws);
-        let mut hdr = [0u8; 16];
-        hdr[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        while let Ok(r) = rrx.recv() {
-            let mut next = Some(r);
-            while let Some(r) = next.take() {
-                let err = match r.result {
-                    Ok(()) => 0,
-                    Err(e) => errno(e),
-                };
-                hdr[4..8].copy_from_slice(&err.to_be_bytes());
-                hdr[8..16].copy_from_slice(&r.cookie.to_be_bytes());
-                if w.write_all(&hdr).is_err() {
-                    return;
-                }
-                if err == 0 {
-                    if let Some(d) = &r.data {
-                        if w.write_all(d).is_err() {
-                            return;
-                        }
-                    }
-                }
-                next = rrx.try_recv().ok();
-            }
-            if w.flush().is_err() {
-                return;
-            }
-        }
-        let _ = w.flush();
+        write_replies(&ws, &rrx, &wi);
+        // A broken socket: unblock the reader (waiting for room, or reading).
+        wi.close();
+        ws.shutdown();
     });
     let ss = u64::from(export.sector_size);
     let mut r = BufReader::with_capacity(256 * 1024, s.try_clone()?);
@@ -332,6 +390,14 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
             let offset = u64::from_be_bytes(h[16..24].try_into().unwrap_or([0; 8]));
             let length = u32::from_be_bytes(h[24..28].try_into().unwrap_or([0; 4]));
             let fua = flags & CMD_FLAG_FUA != 0;
+            let cost = if matches!(typ, CMD_READ | CMD_WRITE) {
+                u64::from(length.min(MAX_REQUEST))
+            } else {
+                0
+            };
+            if typ != CMD_DISC {
+                inflight.acquire(cookie, cost);
+            }
             let mut data = None;
             if typ == CMD_WRITE {
                 if length > MAX_REQUEST {
