@@ -11,10 +11,10 @@
 # Environment:
 #   DMIRROR          the dmirror binary (default: target/{debug,release}/dmirror of the workspace)
 #   UL_TIMEOUT       seconds to wait for the server or a resync (default 60)
-#   UL_THROTTLE_ARGS serve options that slow the resync down (default: none; ad_throttle then
-#                    answers "unsupported")
-#   UL_POLICY_OPT    serve option that sets the read policy (default: none; ad_policy then
-#                    answers "unsupported")
+#   UL_THROTTLE_ARGS serve options that slow the resync down (default --resync-rate 1M; set it
+#                    empty and ad_throttle answers "unsupported")
+#   UL_POLICY_OPT    serve option that sets the read policy (default --read-policy; set it
+#                    empty and ad_policy answers "unsupported")
 #   UL_SMALLEST_OPT  label option that accepts legs of different sizes (default --use-smallest)
 #
 # Written against the cli branch as of its first commit (8e6850e): `status --json` gives
@@ -22,8 +22,9 @@
 # rebuilding, failed, missing, empty), "resync_done_sectors", ...}], "dirty_regions", ...};
 # `inspect --json LEG` gives [{"leg_index", "generation", "legs": [{"rebuild_checkpoint"}]}];
 # `remove` takes a leg index; fault legs apply to the mirror's I/O, not to assembly's label reads.
-# That tool has no read-policy or resync-rate option yet: ad_policy and ad_throttle answer
-# "unsupported" unless UL_POLICY_OPT / UL_THROTTLE_ARGS name serve options that do it.
+# `serve --read-policy round-robin|load|prefer:SLOT|split` and `--resync-rate BYTES/S` (the
+# cli branch from c1c8378) set the read policy and slow the resync down; both take effect by
+# restarting the server cleanly.
 
 _ul() {
 	[ "${SC_VERBOSE:-0}" = 1 ] && echo "userland: $*" >&2
@@ -145,11 +146,18 @@ _ul_serve_once() {
 	return 1
 }
 
+# _ul_present_legs [held]: member legs whose devices are present; with "held", also the legs
+# held out (failed, device healed, not given back yet: an assembly takes them back, the
+# adapter's own restarts do not).
 _ul_present_legs() {
 	_ul_pl=
 	_ul_i=0
 	while [ $_ul_i -lt "$UL_NLEGS" ]; do
-		[ "$(_ul_get "UL_PRESENT$_ul_i")" = 1 ] && [ -n "$(_ul_get "UL_IN$_ul_i")" ] && _ul_pl="$_ul_pl $_ul_i"
+		if [ "$(_ul_get "UL_PRESENT$_ul_i")" = 1 ] && [ -n "$(_ul_get "UL_IN$_ul_i")" ]; then
+			if [ "${1:-}" = held ] || [ "$(_ul_get "UL_HELD$_ul_i")" != 1 ]; then
+				_ul_pl="$_ul_pl $_ul_i"
+			fi
+		fi
 		_ul_i=$((_ul_i + 1))
 	done
 	echo "$_ul_pl"
@@ -356,11 +364,11 @@ ad_start() { # [LEG...]
 		eval "UL_PRESENT$_ul_i=0"
 		_ul_i=$((_ul_i + 1))
 	done
-	for _ul_l in "$@"; do eval "UL_PRESENT$_ul_l=1"; done
+	for _ul_l in "$@"; do eval "UL_PRESENT$_ul_l=1 UL_HELD$_ul_l="; done
 	# Only legs that belong to the mirror are named: a removed leg carries no metadata, and
 	# dmirror serve (unlike a kernel's taste) refuses a leg without any.
 	# shellcheck disable=SC2046
-	_ul_serve $(_ul_present_legs)
+	_ul_serve $(_ul_present_legs held)
 }
 
 _ul_all_legs() {
@@ -386,9 +394,11 @@ ad_fail() {
 }
 
 # ad_heal I: the device works again. A running server keeps the faulty handle it has (the leg
-# stays failed) until the leg is given back with ad_insert; a later assembly uses the plain path.
+# stays failed) until the leg is given back with ad_insert; the adapter's own restarts leave it
+# out meanwhile (a served leg that is merely stale would be resynced at once); a later assembly
+# (ad_start) takes it, by its plain path.
 ad_heal() {
-	eval "UL_FAULT$1=ok"
+	eval "UL_FAULT$1=ok UL_HELD$1=1"
 }
 
 ad_vanish() {
@@ -408,7 +418,7 @@ ad_return() {
 
 ad_insert() {
 	_ul_need_up || return 1
-	eval "UL_IN$1=1 UL_PRESENT$1=1"
+	eval "UL_IN$1=1 UL_PRESENT$1=1 UL_HELD$1="
 	"$UL_BIN" add --control "$UL_CTL" "$(_ul_leg_arg "$1")" >>"$UL_LOG" 2>&1
 }
 
@@ -421,23 +431,34 @@ ad_remove() {
 }
 
 ad_policy() { # NAME [LEG]
-	[ -n "${UL_POLICY_OPT:-}" ] || return 2
+	[ -n "${UL_POLICY_OPT-"--read-policy"}" ] || return 2
+	UL_POLICY_OPT=${UL_POLICY_OPT-"--read-policy"}
 	case $1 in
-	prefer) UL_POLICY="prefer:${2:-0}" ;;
-	*) UL_POLICY=$1 ;;
+	prefer)
+		# The tool names the preferred leg by its slot.
+		_ul_need_up || return 1
+		_ul_ix=$(_ul_status | _ul_json_leg index "${2:-0}")
+		[ -n "$_ul_ix" ] || return 1
+		UL_POLICY="prefer:$_ul_ix"
+		;;
+	round-robin | load | split) UL_POLICY=$1 ;;
+	*) return 2 ;;
 	esac
 	[ -n "${UL_PID:-}" ] || return 0
 	_ul_restart
 }
 
+# ad_throttle on|off: serve with (or without) a resync rate limit, restarting a running server.
 ad_throttle() {
-	[ -n "${UL_THROTTLE_ARGS:-}" ] || return 2
+	[ -n "${UL_THROTTLE_ARGS-"--resync-rate 1M"}" ] || return 2
+	UL_THROTTLE_ARGS=${UL_THROTTLE_ARGS-"--resync-rate 1M"}
 	case $1 in
 	on) UL_THROTTLE=1 ;;
 	off) UL_THROTTLE=0 ;;
 	*) return 1 ;;
 	esac
-	return 0
+	[ -n "${UL_PID:-}" ] || return 0
+	_ul_restart
 }
 
 ad_wait_progress() { # I REGIONS [SECS]
