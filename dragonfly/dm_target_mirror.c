@@ -69,6 +69,7 @@
 #define DMM_MAX_LEG_IOS 256     /* leg I/Os in flight in the core */
 #define DMM_DEVNAME 32          /* "major:minor" */
 #define DMM_MSG 192             /* error messages (DMIRROR_DM_ERRMSG_BYTES) */
+#define DMM_INT_MAX 0x7fffffff  /* b_bcount is an int */
 
 /* ------------------------------------------------------------------------------------------ */
 /* What differs between the two kernels. */
@@ -78,8 +79,11 @@ MALLOC_DEFINE(M_DMMIRROR, "dm_mirror", "device-mapper mirror target");
 
 typedef struct spinlock dmm_lock_t;
 typedef struct buf dmm_parent_t; /* the nested buf dm hands to the target */
-TAILQ_HEAD(dmm_parent_q, buf);
-#define DMM_PQ_ENTRY b_act
+/* Parents wait in a queue through their bio's driver link. */
+TAILQ_HEAD(dmm_parent_q, bio);
+#define DMM_PQ_ENTRY bio_act
+#define DMM_PQ_ELEM(bp) (&(bp)->b_bio1)
+#define DMM_PQ_BUF(e) ((e)->bio_buf)
 #define dmm_log(...) kprintf(__VA_ARGS__)
 #define dmm_snprintf ksnprintf
 
@@ -100,6 +104,8 @@ typedef kmutex_t dmm_lock_t;
 typedef struct buf dmm_parent_t;
 TAILQ_HEAD(dmm_parent_q, buf);
 #define DMM_PQ_ENTRY b_actq
+#define DMM_PQ_ELEM(bp) (bp)
+#define DMM_PQ_BUF(e) (e)
 #define dmm_log(...) printf(__VA_ARGS__)
 #define dmm_snprintf snprintf
 
@@ -340,7 +346,7 @@ dmm_issue_one(struct dmm_softc *sc, struct dmm_lio *l)
 	switch (l->op) {
 	case DMIRROR_OP_READ:
 	case DMIRROR_OP_WRITE:
-		if (bytes == 0 || bytes > INT_MAX) {
+		if (bytes == 0 || bytes > DMM_INT_MAX) {
 			dmm_lio_finished(l, EIO);
 			return;
 		}
@@ -352,7 +358,7 @@ dmm_issue_one(struct dmm_softc *sc, struct dmm_lio *l)
 		dmm_start(sc, l, BUF_CMD_FLUSH, 0, 0);
 		return;
 	case DMIRROR_OP_DISCARD:
-		if (bytes == 0 || bytes > INT_MAX) {
+		if (bytes == 0 || bytes > DMM_INT_MAX) {
 			dmm_lio_finished(l, EOPNOTSUPP);
 			return;
 		}
@@ -423,7 +429,7 @@ dmm_issue_one(struct dmm_softc *sc, struct dmm_lio *l)
 		dmm_lio_finished(l, EIO);
 		return;
 	}
-	if (bytes == 0 || bytes > INT_MAX) {
+	if (bytes == 0 || bytes > DMM_INT_MAX) {
 		dmm_lio_finished(l, EIO);
 		return;
 	}
@@ -971,9 +977,11 @@ dmm_submit_parents(struct dmm_softc *sc)
 
 	for (;;) {
 		dmm_lock(&sc->lock);
-		bp = sc->parent_busy ? NULL : TAILQ_FIRST(&sc->parents);
-		if (bp != NULL)
-			TAILQ_REMOVE(&sc->parents, bp, DMM_PQ_ENTRY);
+		bp = NULL;
+		if (!sc->parent_busy && !TAILQ_EMPTY(&sc->parents)) {
+			bp = DMM_PQ_BUF(TAILQ_FIRST(&sc->parents));
+			TAILQ_REMOVE(&sc->parents, DMM_PQ_ELEM(bp), DMM_PQ_ENTRY);
+		}
 		dmm_unlock(&sc->lock);
 		if (bp == NULL)
 			return;
@@ -1025,7 +1033,7 @@ dmm_submit_parents(struct dmm_softc *sc)
 			dmm_lock(&sc->lock);
 			sc->parents_inflight--;
 			sc->parent_busy = 1;
-			TAILQ_INSERT_HEAD(&sc->parents, bp, DMM_PQ_ENTRY);
+			TAILQ_INSERT_HEAD(&sc->parents, DMM_PQ_ELEM(bp), DMM_PQ_ENTRY);
 			dmm_unlock(&sc->lock);
 			return;
 		}
@@ -1352,7 +1360,7 @@ static void
 dmm_queue_parent(struct dmm_softc *sc, dmm_parent_t *bp)
 {
 	dmm_lock(&sc->lock);
-	TAILQ_INSERT_TAIL(&sc->parents, bp, DMM_PQ_ENTRY);
+	TAILQ_INSERT_TAIL(&sc->parents, DMM_PQ_ELEM(bp), DMM_PQ_ENTRY);
 	dmm_wakeup(sc);
 	dmm_unlock(&sc->lock);
 }
