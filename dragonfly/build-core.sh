@@ -20,8 +20,12 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$top/target}"
 # Static relocation model: calls/data references are PC32/PLT32/32S/64, never GOTPCREL(X), which
 # neither kernel linker accepts. Kernel code model: the module may be loaded anywhere in the top
-# 2 GiB, where the kernel lives. No SSE/x87: the kernels do not save FPU state for their own code.
-export RUSTFLAGS="${RUSTFLAGS:-} -C relocation-model=static -C code-model=kernel -C target-feature=-mmx,-sse,-sse2,+soft-float -C force-frame-pointers=yes"
+# 2 GiB, where the kernel lives. The target itself has no SSE/x87 (soft float): the kernels do not
+# save FPU state for their own code.
+# -Z plt=yes: rustc's default (plt=no) calls functions outside the crate (memset, memcmp, the
+# compiler-builtins helpers) through the GOT (R_X86_64_GOTPCREL), even with the static model;
+# with plt=yes they are plain calls (R_X86_64_PLT32, which NetBSD's build rewrites to PC32).
+export RUSTFLAGS="${RUSTFLAGS:-} -C relocation-model=static -C code-model=kernel -C force-frame-pointers=yes -Z plt=yes"
 "$CARGO" build --quiet -p dmirror-ffi --lib --profile kernel --target x86_64-unknown-none \
     -Z build-std=core,compiler_builtins --manifest-path "$top/Cargo.toml" >&2
 echo "$CARGO_TARGET_DIR/x86_64-unknown-none/kernel/libdmirror_ffi.a"

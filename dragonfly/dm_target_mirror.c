@@ -201,6 +201,11 @@ struct dmm_softc {
 	uint64_t last_progress;        /* percent reported, per 10 */
 	struct dmirror_status *status; /* worker-owned snapshot buffer */
 	uint32_t log_health;
+	int last_tick;
+	uint8_t leg_out[DMIRROR_MAX_LEGS]; /* the core reported the leg failed/missing */
+	/* Devices replaced by `add` messages, released at destroy (dm's deps still name them). */
+	dm_pdev_t *old_pdev[DMIRROR_MAX_LEGS];
+	int nold;
 };
 
 #define DMM_ST_INACTIVE 0
@@ -230,6 +235,7 @@ dmm_wait(struct dmm_softc *sc, int ticks)
 }
 static void dmm_wakeup(struct dmm_softc *sc) { wakeup(&sc->wchan); }
 static int dmm_hz(void) { return hz; }
+static int dmm_ticks(void) { return ticks; }
 #else
 static void dmm_lock_init(dmm_lock_t *l) { mutex_init(l, MUTEX_DEFAULT, IPL_BIO); }
 static void dmm_lock_destroy(dmm_lock_t *l) { mutex_destroy(l); }
@@ -244,6 +250,8 @@ dmm_wait(struct dmm_softc *sc, int ticks)
 }
 static void dmm_wakeup(struct dmm_softc *sc) { cv_broadcast(&sc->cv); }
 static int dmm_hz(void) { return hz; }
+/* hardclock_ticks: NetBSD up to 9; later releases spell it getticks(). */
+static int dmm_ticks(void) { return hardclock_ticks; }
 #endif
 
 void
@@ -566,6 +574,8 @@ dmm_cb_event(void *ctx, const struct dmirror_event *ev)
 
 	switch (ev->kind) {
 	case DMIRROR_EV_LEG_FAILED:
+		if (ev->leg < DMIRROR_MAX_LEGS)
+			sc->leg_out[ev->leg] = 1;
 		dmm_log("dm_mirror: leg %u (%s) %s (error %d)\n", ev->leg, leg,
 		    ev->state == DMIRROR_LEG_MISSING ? "missing" : "failed", ev->error);
 		break;
@@ -578,6 +588,8 @@ dmm_cb_event(void *ctx, const struct dmirror_event *ev)
 		}
 		break;
 	case DMIRROR_EV_LEG_IN_SYNC:
+		if (ev->leg < DMIRROR_MAX_LEGS)
+			sc->leg_out[ev->leg] = 0;
 		sc->last_progress = 0;
 		dmm_log("dm_mirror: leg %u (%s) in sync\n", ev->leg, leg);
 		break;
@@ -985,6 +997,13 @@ dmm_submit_parents(struct dmm_softc *sc)
 		dmm_unlock(&sc->lock);
 		if (bp == NULL)
 			return;
+		if (sc->state == DMM_ST_INACTIVE) {
+			/* Waiting for activation: keep it, in order. */
+			dmm_lock(&sc->lock);
+			TAILQ_INSERT_HEAD(&sc->parents, DMM_PQ_ELEM(bp), DMM_PQ_ENTRY);
+			dmm_unlock(&sc->lock);
+			return;
+		}
 		if (sc->state != DMM_ST_ACTIVE) {
 			dmm_lock(&sc->lock);
 			sc->parents_inflight++;
@@ -1098,12 +1117,17 @@ dmm_worker(void *arg)
 				dmm_start_issued(sc);
 			}
 			dmm_submit_parents(sc);
-			(void)dmirror_tick(sc->m);
-			dmm_start_issued(sc);
+			if (dmm_ticks() - sc->last_tick >= ticks_per) {
+				/* The core's clock: DMM_TICK_HZ ticks per second, however often
+				 * the worker wakes up. */
+				sc->last_tick = dmm_ticks();
+				(void)dmirror_tick(sc->m);
+				dmm_start_issued(sc);
+			}
 			if (stopping && sc->shutdown_done && dmirror_is_idle(sc->m) == 0)
 				break;
 		} else {
-			/* Not active: fail what arrives, serve requests. */
+			/* Not active: fail what arrives (inactive: keep it), serve requests. */
 			dmm_submit_parents(sc);
 			if (stopping)
 				break;
@@ -1111,8 +1135,9 @@ dmm_worker(void *arg)
 		dmm_serve_cmd(sc);
 
 		dmm_lock(&sc->lock);
-		if (sc->done_head == NULL && sc->cmd_fn == NULL &&
-		    (TAILQ_EMPTY(&sc->parents) || sc->parent_busy) && !sc->stop)
+		if (sc->done_head == NULL && sc->cmd_fn == NULL && !sc->stop &&
+		    (TAILQ_EMPTY(&sc->parents) || sc->parent_busy ||
+		    sc->state == DMM_ST_INACTIVE))
 			dmm_wait(sc, ticks_per);
 		dmm_unlock(&sc->lock);
 	}
@@ -1121,7 +1146,11 @@ dmm_worker(void *arg)
 		(void)dmirror_destroy(sc->m);
 		sc->m = NULL;
 	}
+	/* dm does not destroy a table with I/O in flight; should a parent still be queued (a
+	 * shutdown refuses new parents), it fails rather than hangs. */
 	sc->state = DMM_ST_DOWN;
+	sc->parent_busy = 0;
+	dmm_submit_parents(sc);
 	dmm_lock(&sc->lock);
 	sc->exited = 1;
 	dmm_wakeup(sc);
@@ -1315,15 +1344,13 @@ dmm_put_legs(struct dmm_softc *sc)
 	for (j = 0; j < sc->nlegs; j++) {
 		if (sc->legs[j].pdev == NULL)
 			continue;
-#ifdef __DragonFly__
 		dm_pdev_decr(sc->legs[j].pdev);
-#else
-		/* NetBSD releases the pdevs of a dm device as a whole (dm_pdev_decr on the
-		 * dev's list); a failed init leaves them to dm's table destruction. */
-#endif
 		sc->legs[j].pdev = NULL;
 	}
 	sc->nlegs = 0;
+	for (j = 0; j < sc->nold; j++)
+		dm_pdev_decr(sc->old_pdev[j]);
+	sc->nold = 0;
 }
 
 /* Table unload: flush, persist (dmirror log: the legs are marked clean), stop the worker. */
@@ -1544,6 +1571,11 @@ dmm_do_message(struct dmm_softc *sc, void *arg)
 			    nl.dev_sectors - nl.offset, msg.incremental);
 			break;
 		}
+		if (sc->nold >= DMIRROR_MAX_LEGS) {
+			kprintf("dm_mirror: add: too many replaced devices; reload the table\n");
+			dm_pdev_decr(pdev);
+			return ENOSPC;
+		}
 		error = dmirror_add_leg(sc->m, msg.leg, uuid, nl.dev_sectors - nl.offset,
 		    msg.incremental);
 		if (error != 0) {
@@ -1551,9 +1583,11 @@ dmm_do_message(struct dmm_softc *sc, void *arg)
 			break;
 		}
 		/* The old leg's device is no longer read or written (the slot was out of
-		 * service); the table line keeps the device string it was loaded with. */
-		dm_pdev_decr(sc->legs[msg.leg].pdev);
+		 * service), but dm's dependency list still names it: keep it open until
+		 * destroy. The table line keeps the device string it was loaded with. */
+		sc->old_pdev[sc->nold++] = sc->legs[msg.leg].pdev;
 		sc->legs[msg.leg] = nl;
+		sc->leg_out[msg.leg] = 0;
 		break;
 	default:
 		return EINVAL;
@@ -1573,8 +1607,8 @@ dmm_df_message(dm_table_entry_t *te, char *text)
 	return dmm_call(te->target_config, dmm_do_message, &rq);
 }
 
-/* Kernel crash dumps: the core is not running in a dump; write every leg that the last status
- * showed in sync, so they stay identical, and succeed if one of them took it. */
+/* Kernel crash dumps: the core is not running in a dump; write every leg the core has not
+ * taken out of service, so they stay identical, and succeed if one of them took it. */
 static int
 dmm_df_dump(dm_table_entry_t *te, void *data, size_t length, off_t offset)
 {
@@ -1585,8 +1619,7 @@ dmm_df_dump(dm_table_entry_t *te, void *data, size_t length, off_t offset)
 		struct dmm_leg *leg = &sc->legs[j];
 		off_t off;
 
-		if (sc->state != DMM_ST_ACTIVE ||
-		    sc->status->leg[j].state != DMIRROR_LEG_IN_SYNC)
+		if (sc->state != DMM_ST_ACTIVE || sc->leg_out[j])
 			continue;
 		if (leg->pdev->pdev_vnode->v_rdev == NULL)
 			continue;
