@@ -361,7 +361,9 @@ const char *dmirror_why_str(uint32_t code);
 /* ---- Assembly from the legs' metadata ---- */
 
 /* Where the two superblock slots of a leg of leg_sectors sectors of sector_size bytes are
- * (absolute sectors) and how many bytes each is. */
+ * (absolute sectors) and how many bytes each is (docs/FORMAT.md). They depend on these two
+ * numbers only, so a shim can read them before knowing anything else. DMIRROR_EINVAL for an
+ * invalid sector size, DMIRROR_ENOSPC if the leg cannot hold two slots. */
 int dmirror_sb_location(uint64_t leg_sectors, uint32_t sector_size, uint64_t *slot0_sector,
     uint64_t *slot1_sector, uint64_t *slot_bytes);
 
@@ -432,7 +434,8 @@ int dmirror_is_idle(struct dmirror *m);
 /*
  * Control operations. Errors: DMIRROR_ENOENT (no such slot), DMIRROR_EBUSY (slot in the wrong
  * state), DMIRROR_EPERM (would leave no in-sync leg), DMIRROR_ENOSPC (device too small),
- * DMIRROR_ESHUTDOWN (shutdown in progress), DMIRROR_EINVAL (bad argument).
+ * DMIRROR_ESHUTDOWN (shutdown in progress), DMIRROR_EAGAIN (the leg still has I/O in flight
+ * from before: complete it, then try again), DMIRROR_EINVAL (bad argument).
  */
 /* Put a device of sectors sectors in an empty, failed or missing slot. incremental = 1: a
  * missing leg coming back resyncs only what was written while it was away. */

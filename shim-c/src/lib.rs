@@ -34,6 +34,9 @@ pub mod convert;
 pub mod dm;
 pub mod glue;
 
+#[cfg(test)]
+mod tests;
+
 /// The kernel build's panic handler.
 ///
 /// The entry points are written so that no panic is reachable; this exists because `core` needs

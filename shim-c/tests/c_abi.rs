@@ -2,36 +2,51 @@
 //! staticlib, and runs it: the C program drives a mirror only through `dmirror.h` (writes,
 //! reads, a leg failure, a resync) with legs emulated in memory and exits non-zero if any of its
 //! checks failed. Needs a C compiler (`cc`, or `$CC`).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-/// The staticlib cargo built next to this test binary (target/<profile>/libdmirror_ffi.a).
+/// The staticlib cargo built for this test run. `cargo test` builds the library with all its
+/// crate types into target/<profile>/deps/ as libdmirror_ffi-<hash>.a but does not copy it up to
+/// target/<profile>/; the newest one there is the one built for this run (the library is rebuilt
+/// before its tests whenever it changed).
 fn staticlib() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/c_abi-<hash> -> target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    profile_dir.join("libdmirror_ffi.a")
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(deps).expect("reading deps") {
+        let path = entry.expect("deps entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with("libdmirror_ffi-") && name.ends_with(".a")) {
+            continue;
+        }
+        let mtime = path.metadata().and_then(|m| m.modified()).expect("mtime");
+        if best.as_ref().is_none_or(|(t, _)| mtime > *t) {
+            best = Some((mtime, path));
+        }
+    }
+    let fallback = deps.parent().map(|p| p.join("libdmirror_ffi.a"));
+    best.map(|(_, p)| p)
+        .or(fallback)
+        .expect("no libdmirror_ffi staticlib")
 }
 
-#[test]
-fn c_program_drives_a_mirror_through_the_header() {
+/// Compiles ffi_test.c once per test binary run (each test builds its own copy: they may run in
+/// parallel) and returns the executable.
+fn build(name: &str) -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let src = manifest.join("../tests/ffi/ffi_test.c");
     let lib = staticlib();
     assert!(lib.exists(), "staticlib not found at {}", lib.display());
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_test");
+    println!("linking {}", lib.display());
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-
     let build = Command::new(&cc)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
         .arg("-I")
         .arg(&manifest)
         .arg(&src)
         .arg(&lib)
-        .args(["-o"])
+        .arg("-o")
         .arg(&out)
         // What a hosted Rust staticlib needs from the C side (std's runtime pieces).
         .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-lgcc_s"])
@@ -42,8 +57,15 @@ fn c_program_drives_a_mirror_through_the_header() {
         "compiling ffi_test.c failed:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
+    out
+}
 
-    let run = Command::new(&out).output().expect("running ffi_test");
+fn run(mode: &str) {
+    let exe = build(&format!("ffi_test_{mode}"));
+    let run = Command::new(&exe)
+        .arg(mode)
+        .output()
+        .expect("running ffi_test");
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&run.stderr));
@@ -53,7 +75,19 @@ fn c_program_drives_a_mirror_through_the_header() {
     );
     assert!(
         run.status.success(),
-        "ffi_test failed (exit {:?}); see its output above",
+        "ffi_test {mode} failed (exit {:?}); see its output above",
         run.status.code()
     );
+}
+
+/// The scenario with the in-memory region log.
+#[test]
+fn c_program_drives_a_mirror_through_the_header() {
+    run("core");
+}
+
+/// The same scenario with metadata on the legs (superblocks and bitmaps written as META leg I/Os).
+#[test]
+fn c_program_drives_a_mirror_with_metadata_on_the_legs() {
+    run("onlegs");
 }

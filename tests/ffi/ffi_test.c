@@ -15,6 +15,9 @@
  * Leg I/Os are never completed inside the issue callback: they are queued and completed later, in
  * a pseudo-random order, from the main loop (the header's rule for synchronous devices).
  *
+ * Run as `ffi_test core` (in-memory region log) or `ffi_test onlegs` (superblocks and bitmaps on
+ * the legs: the metadata leg I/Os go through the same emulated legs).
+ *
  * Output: one "ok N - ..." or "not ok N - ..." line per check; exit status 1 if any failed.
  */
 #include <stdint.h>
@@ -97,6 +100,7 @@ struct host {
 	uint32_t rng;
 	uint64_t leg_reads[NLEGS];
 	uint64_t leg_writes[NLEGS];
+	uint64_t meta_writes;
 };
 
 static struct host H;
@@ -228,7 +232,7 @@ perform(struct host *h, const struct dmirror_leg_io *io)
 			return DMIRROR_EIO;
 		}
 		memcpy(h->leg[io->leg] + io->sector * SECTOR, io->meta, bytes);
-		h->leg_writes[io->leg]++;
+		h->meta_writes++;
 		return 0;
 	default:
 		h->bad_io++;
@@ -269,6 +273,20 @@ drain(struct host *h)
 		rounds++;
 	}
 	return h->nq == 0 ? 0 : -1;
+}
+
+/* Complete at most n queued leg I/Os (in a pseudo-random order). */
+static int
+step(struct host *h, int n)
+{
+	while (h->nq > 0 && n-- > 0) {
+		int i = (int)(rnd(h) % (uint32_t)h->nq);
+		struct dmirror_leg_io io = h->q[i];
+		h->q[i] = h->q[--h->nq];
+		if (dmirror_leg_done(h->m, io.token, perform(h, &io)) != 0)
+			return -1;
+	}
+	return 0;
 }
 
 static int
@@ -418,7 +436,7 @@ leg_state(struct host *h, int leg)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	struct host *h = &H;
 	struct dmirror_config cfg;
@@ -458,6 +476,15 @@ main(void)
 	cfg.resync_max_inflight = 4;
 	cfg.max_parents = 64;
 	cfg.max_leg_ios = 256;
+	cfg.resync_sectors_per_tick = 512; /* the resync spans several ticks */
+	/* "core": in-memory region log; "onlegs": superblocks and bitmaps on the legs (META I/O). */
+	int onlegs = argc > 1 && strcmp(argv[1], "onlegs") == 0;
+	if (argc > 1 && !onlegs && strcmp(argv[1], "core") != 0) {
+		fprintf(stderr, "usage: %s [core|onlegs]\n", argv[0]);
+		return 2;
+	}
+	printf("# region log: %s\n", onlegs ? "on the legs" : "in memory");
+	cfg.log = onlegs ? DMIRROR_REGION_LOG_ON_LEGS : DMIRROR_REGION_LOG_CORE;
 
 	h->resync_slots = cfg.resync_max_inflight;
 	h->resync_bytes = (uint64_t)cfg.resync_chunk_sectors * SECTOR;
@@ -470,6 +497,17 @@ main(void)
 	    init.legs[1].state == DMIRROR_LEG_IN_SYNC && init.legs[2].state == DMIRROR_LEG_EMPTY &&
 	    init.legs[1].sectors == LEG_SECTORS,
 	    "init_fresh: two clean legs, the rest empty");
+
+	uint64_t sb0 = 0, sb1 = 0, sbb = 0;
+	rc = dmirror_sb_location(LEG_SECTORS, SECTOR, &sb0, &sb1, &sbb);
+	check(rc == 0 && sbb >= 4096 && sb1 == sb0 + sbb / SECTOR && sb1 + sbb / SECTOR <= LEG_SECTORS &&
+	    sb0 >= DATA_SECTORS, "sb_location: two adjacent slots at the end of the leg");
+	check(dmirror_sb_location(LEG_SECTORS, 1000, &sb0, &sb1, &sbb) == DMIRROR_EINVAL,
+	    "sb_location refuses sector size 1000");
+	check(dmirror_sb_location(4, SECTOR, &sb0, &sb1, &sbb) == DMIRROR_ENOSPC,
+	    "sb_location: a 4-sector leg is too small");
+	check(dmirror_sb_location(LEG_SECTORS, SECTOR, NULL, &sb1, &sbb) == DMIRROR_EINVAL,
+	    "sb_location(NULL) is EINVAL");
 
 	uint64_t need = 0;
 	rc = dmirror_memory_needed(&cfg, &need, &why);
@@ -549,6 +587,19 @@ main(void)
 	    DMIRROR_EINVAL, "a read beyond the end completes with EINVAL");
 	free(over);
 
+	int meta_ok = 1;
+	for (int l = 0; l < NLEGS; l++) {
+		/* the newest superblock is in one of the two slots: look for the magic */
+		const uint8_t *a = h->leg[l] + sb0 * SECTOR, *b = h->leg[l] + sb1 * SECTOR;
+		if (memcmp(a, "DMIRROR\x01", 8) != 0 && memcmp(b, "DMIRROR\x01", 8) != 0)
+			meta_ok = 0;
+	}
+	if (onlegs)
+		check(meta_ok && h->meta_writes > 0,
+		    "superblocks were written to both legs (META I/O)");
+	else
+		check(h->meta_writes == 0, "no metadata written with the in-memory log");
+
 	/* ---- re-entry from a callback is refused ---- */
 	h->reenter = 1;
 	h->lock_recursion = 0;
@@ -586,25 +637,73 @@ main(void)
 	uint8_t uuid[16] = { 0xd, 0xe, 0xa, 0xd, 1 };
 	rc = dmirror_add_leg(m, 1, uuid, LEG_SECTORS, 0);
 	check(rc == 0, "add a replacement leg 1 (full resync)");
-	int ticks = 0;
+	/* Start the copy, let part of it complete, then write and read over the regions being
+	 * copied while copies are still in flight. */
+	check(dmirror_tick(m) == 0 && h->nq > 0, "the resync issues copies on a tick");
+	step(h, 3);
+	uint8_t *wbuf = malloc(40 * SECTOR), *rbuf = malloc(160 * SECTOR);
+	if (wbuf == NULL || rbuf == NULL)
+		return 2;
+	for (uint64_t s = 0; s < 40; s++)
+		for (uint32_t o = 0; o < SECTOR; o++)
+			wbuf[s * SECTOR + o] = pattern(5, 20 + s, o);
+	int pw = new_parent(h), pr = new_parent(h);
+	struct dmirror_parent_io wio = { .handle = (uint64_t)pw, .op = DMIRROR_OP_WRITE,
+		.sector = 20, .count = 40, .buf = (uint64_t)(uintptr_t)wbuf };
+	struct dmirror_parent_io rio = { .handle = (uint64_t)pr, .op = DMIRROR_OP_READ,
+		.sector = 0, .count = 160, .buf = (uint64_t)(uintptr_t)rbuf };
+	int rw = dmirror_submit(m, &wio);
+	int rr = dmirror_submit(m, &rio);
+	check(rw == 0 && rr == 0, "a write and a read are accepted while copies are in flight");
+	drain(h);
+	check(h->parents[pw].completions == 1 && h->parents[pw].error == 0,
+	    "the write during the resync succeeds");
+	int rok = h->parents[pr].completions == 1 && h->parents[pr].error == 0;
+	for (uint64_t s = 0; rok && s < 160; s++) {
+		/* overlapping an in-flight write: each sector old or new, nothing else */
+		uint32_t was = expect_gen[s];
+		int old = sector_ok(rbuf + s * SECTOR, s);
+		if (s >= 20 && s < 60)
+			expect_gen[s] = 5;
+		int new = sector_ok(rbuf + s * SECTOR, s);
+		expect_gen[s] = was;
+		if (!old && !new) {
+			printf("# sector %llu is neither old nor new data\n", (unsigned long long)s);
+			rok = 0;
+		}
+	}
+	record(5, 20, 40);
+	check(rok, "the read during the resync sees old or new data, never a stale leg");
+	put_parent(h, pw);
+	put_parent(h, pr);
+	free(wbuf);
+	free(rbuf);
+
+	int ticks = 1;
 	while (leg_state(h, 1) != DMIRROR_LEG_IN_SYNC && ticks < 10000) {
 		if (dmirror_tick(m) != 0 || drain(h) != 0)
 			break;
-		/* user I/O while the resync runs */
-		if (ticks == 2) {
-			rc = write_gen(h, 5, 1020, 40);
-			if (rc == 0)
-				record(5, 1020, 40);
-			check(rc == 0, "a write during the resync succeeds");
-			check(read_check(h, 1000, 100), "a read during the resync is correct");
-		}
 		ticks++;
 	}
 	check(leg_state(h, 1) == DMIRROR_LEG_IN_SYNC, "leg 1 reaches IN_SYNC");
-	printf("# resync took %d ticks\n", ticks);
+	printf("# resync took %d ticks; leg 1: state %u done %llu/%llu out-of-sync regions %llu; "
+	    "in sync %llu of %llu regions, dirty %llu, queue %d\n", ticks, st.leg[1].state,
+	    (unsigned long long)st.leg[1].resync_done, (unsigned long long)st.leg[1].resync_total,
+	    (unsigned long long)st.leg[1].regions_out_of_sync,
+	    (unsigned long long)st.regions_in_sync, (unsigned long long)st.regions,
+	    (unsigned long long)st.dirty_regions, h->nq);
+	check(ticks > 2, "the rate limit spread the resync over several ticks");
 	check(h->events[DMIRROR_EV_LEG_IN_SYNC] >= 1, "a LEG_IN_SYNC event was reported");
 	check(leg_matches(h, 1), "leg 1's data equals what was written");
 	check(st.counters.resync_sectors > 0, "status counts resynced sectors");
+
+	/* ---- split reads: pieces land at byte offsets inside the parent buffer ---- */
+	struct dmirror_read_policy split = { DMIRROR_READ_SPLIT, 16 };
+	check(dmirror_set_read_policy(m, &split) == 0, "set read policy SPLIT");
+	uint64_t s0 = h->leg_reads[0], s1 = h->leg_reads[1];
+	check(read_check(h, 0, 512) && read_check(h, 2990, 200),
+	    "split reads return the written data");
+	check(h->leg_reads[0] > s0 && h->leg_reads[1] > s1, "split reads used both legs");
 
 	/* ---- leg 0 out by hand: reads must come from leg 1 ---- */
 	check(dmirror_fail_leg(m, 0) == 0, "fail leg 0 administratively");
