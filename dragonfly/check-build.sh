@@ -9,8 +9,9 @@
 #   2. every relocation type is one that kernel's linker implements (lists below, read from
 #      DragonFly sys/cpu/x86_64/misc/elf_machdep.c and NetBSD sys/arch/amd64/amd64/kobj_machdep.c).
 #
-# usage: SYSDIR=/path/to/dragonfly/sys  NETBSD_SYSDIR=/path/to/netbsd/sys  dragonfly/check-build.sh
-#   SYSDIR         a DragonFly sys/ tree (needs sys/, cpu/x86_64, platform/pc64, dev/disk/dm,
+# usage: SYSDIR=/path/to/sys dragonfly/check-build.sh   (a DragonFly or a NetBSD sys/ tree; any
+#        other tree is reported and skipped), or DFLY_SYSDIR=... NETBSD_SYSDIR=... for both at once
+#   DFLY_SYSDIR    a DragonFly sys/ tree (needs sys/, cpu/x86_64, platform/pc64, dev/disk/dm,
 #                  libprop, and the kernel sources to grep: kern/, vm/, libkern/, ...)
 #   NETBSD_SYSDIR  a NetBSD sys/ tree (sys/, arch/amd64, arch/x86, dev/dm, kern/, uvm/, lib/libkern,
 #                  and common/include/prop if the tree has it, else the script says so)
@@ -29,8 +30,23 @@ tmp=$(mktemp -d /tmp/dm-check-build.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 status=0
 
-if [ -z "${SYSDIR:-}" ] && [ -z "${NETBSD_SYSDIR:-}" ]; then
-	echo "check-build.sh: set SYSDIR (DragonFly sys/) and/or NETBSD_SYSDIR (NetBSD sys/)" >&2
+# tests/run-all.sh hands one SYSDIR to every shim's check-build.sh (the GEOM class wants a
+# FreeBSD tree): look at what it is. DFLY_SYSDIR / NETBSD_SYSDIR name a tree explicitly.
+DFLY=${DFLY_SYSDIR:-}
+NB=${NETBSD_SYSDIR:-}
+if [ -n "${SYSDIR:-}" ]; then
+	if [ -f "$SYSDIR/dev/disk/dm/dm.h" ] && [ -d "$SYSDIR/platform/pc64" ]; then
+		DFLY=${DFLY:-$SYSDIR}
+	elif [ -f "$SYSDIR/dev/dm/dm.h" ] && [ -d "$SYSDIR/arch/amd64" ]; then
+		NB=${NB:-$SYSDIR}
+	elif [ -z "$DFLY" ] && [ -z "$NB" ]; then
+		echo "check-build.sh: SYSDIR=$SYSDIR is neither a DragonFly nor a NetBSD sys/ tree" \
+		    "(no dev/disk/dm/dm.h + platform/pc64, no dev/dm/dm.h + arch/amd64): nothing checked"
+		exit 0
+	fi
+fi
+if [ -z "$DFLY" ] && [ -z "$NB" ]; then
+	echo "check-build.sh: set SYSDIR (a DragonFly or NetBSD sys/), DFLY_SYSDIR or NETBSD_SYSDIR" >&2
 	exit 2
 fi
 
@@ -104,7 +120,8 @@ check_kernel() {
 }
 
 # --------------------------------------------------------------------------------------------
-if [ -n "${SYSDIR:-}" ]; then
+if [ -n "$DFLY" ]; then
+	SYSDIR=$DFLY
 	echo "== DragonFly: $SYSDIR"
 	d=$tmp/dfly
 	mkdir -p "$d/inc"
@@ -134,7 +151,8 @@ if [ -n "${SYSDIR:-}" ]; then
 fi
 
 # --------------------------------------------------------------------------------------------
-if [ -n "${NETBSD_SYSDIR:-}" ]; then
+if [ -n "$NB" ]; then
+	NETBSD_SYSDIR=$NB
 	echo "== NetBSD: $NETBSD_SYSDIR"
 	n=$tmp/nbsd
 	mkdir -p "$n/inc/prop"

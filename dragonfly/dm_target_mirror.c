@@ -773,7 +773,10 @@ dmm_assemble(struct dmm_softc *sc, struct dmirror_assembly *as)
 	}
 	memset(&why, 0, sizeof(why));
 	error = dmirror_assemble(reads, (uint32_t)sc->nlegs, NULL, as, &why);
-	if (error != 0)
+	if (error == DMIRROR_ENOSYS)
+		strlcpy(sc->why, "this build of the dmirror core cannot assemble a mirror from its "
+		    "legs' metadata yet (dmirror_assemble: ENOSYS)", sizeof(sc->why));
+	else if (error != 0)
 		dmm_snprintf(sc->why, sizeof(sc->why), "the legs' dmirror metadata: %s%s",
 		    dmirror_why_str(why.code),
 		    why.code == DMIRROR_WHY_NO_METADATA ?
