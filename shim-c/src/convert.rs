@@ -57,8 +57,6 @@ pub fn control_error(e: ControlError) -> c_int {
         ControlError::LastLeg => DMIRROR_EPERM,
         ControlError::TooSmall => DMIRROR_ENOSPC,
         ControlError::ShuttingDown => DMIRROR_ESHUTDOWN,
-        // "Try again shortly": the leg still has I/O in flight from before.
-        ControlError::Busy => DMIRROR_EAGAIN,
     }
 }
 
