@@ -1138,7 +1138,9 @@ dmm_worker(void *arg)
 		dmm_serve_cmd(sc);
 
 		dmm_lock(&sc->lock);
-		if (sc->done_head == NULL && sc->cmd_fn == NULL && !sc->stop &&
+		/* Sleep until a completion, a parent, a request, destroy, or the next tick;
+		 * while stopping too (waiting for the shutdown and in-flight I/O). */
+		if (sc->done_head == NULL && sc->cmd_fn == NULL && (sc->stop == stopping) &&
 		    (TAILQ_EMPTY(&sc->parents) || sc->parent_busy ||
 		    sc->state == DMM_ST_INACTIVE))
 			dmm_wait(sc, ticks_per);
