@@ -8,7 +8,9 @@
  *
  * Conventions (as in dmirror.h): fixed-size integers, #define constants, explicit padding; every
  * function validates its arguments, returns 0 or a DMIRROR_E* errno, never sleeps, never calls a
- * callback, never allocates, and uses less than 1 KiB of stack. Error and output buffers are
+ * callback and never allocates. They are not light on stack: a status line builds a snapshot of
+ * the mirror and copies of the table there (up to about 6 KiB): call them from a thread (the dm
+ * target calls them from its worker), not from an interrupt handler. Error and output buffers are
  * always NUL-terminated when their length is not 0, and the text is cut at a character boundary
  * when it does not fit.
  *
