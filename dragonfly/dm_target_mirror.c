@@ -38,6 +38,8 @@
 #include <sys/buf.h>
 #include <sys/buf2.h>
 #include <sys/kthread.h>
+#include <sys/proc.h>
+#include <sys/thread.h>
 #include <sys/spinlock.h>
 #include <sys/spinlock2.h>
 #include <sys/vnode.h>
@@ -70,6 +72,7 @@
 #define DMM_DEVNAME 32          /* "major:minor" */
 #define DMM_MSG 192             /* error messages (DMIRROR_DM_ERRMSG_BYTES) */
 #define DMM_INT_MAX 0x7fffffff  /* b_bcount is an int */
+#define DMM_WORKER_STACK (64 * 1024) /* DragonFly worker stack (dmirror_create: ~32 KiB) */
 
 /* ------------------------------------------------------------------------------------------ */
 /* What differs between the two kernels. */
@@ -202,7 +205,14 @@ struct dmm_softc {
 	struct dmirror_status *status; /* worker-owned snapshot buffer */
 	uint32_t log_health;
 	int last_tick;
-	uint8_t leg_out[DMIRROR_MAX_LEGS]; /* the core reported the leg failed/missing */
+	/*
+	 * The core numbers legs by mirror slot; the table by position. For the core log they are
+	 * the same; for the dmirror log the legs' metadata say which slot each device holds.
+	 * slot_leg[slot] = table position or -1 (no device); leg_slot[position] = slot.
+	 */
+	int slot_leg[DMIRROR_MAX_LEGS];
+	int leg_slot[DMIRROR_MAX_LEGS];
+	uint8_t leg_out[DMIRROR_MAX_LEGS]; /* by table position: the core took it out */
 	/* Devices replaced by `add` messages, released at destroy (dm's deps still name them). */
 	dm_pdev_t *old_pdev[DMIRROR_MAX_LEGS];
 	int nold;
@@ -509,7 +519,17 @@ dmm_cb_issue(void *ctx, const struct dmirror_leg_io *io)
 	l->token = io->token;
 	l->sector = io->sector;
 	l->count = io->count;
-	l->leg = io->leg;
+	/* Mirror slot -> table leg; a slot without a device gets an error, not a wild I/O. */
+	if (io->leg < DMIRROR_MAX_LEGS && sc->slot_leg[io->leg] >= 0) {
+		l->leg = (uint32_t)sc->slot_leg[io->leg];
+	} else {
+		l->leg = 0;
+		l->op = 0;
+		l->next = NULL;
+		*sc->issue_tail = l;
+		sc->issue_tail = &l->next;
+		return;
+	}
 	l->op = io->op;
 	l->fua = io->fua;
 	switch (io->buf_kind) {
@@ -528,7 +548,7 @@ dmm_cb_issue(void *ctx, const struct dmirror_leg_io *io)
 		l->data = NULL;
 	}
 	if (l->data == NULL && (io->op == DMIRROR_OP_READ || io->op == DMIRROR_OP_WRITE))
-		l->op = 0; /* started as an error by the worker */
+		l->op = 0; /* started as an error by the worker (ENXIO below) */
 	l->next = NULL;
 	*sc->issue_tail = l;
 	sc->issue_tail = &l->next;
@@ -569,13 +589,14 @@ static void
 dmm_cb_event(void *ctx, const struct dmirror_event *ev)
 {
 	struct dmm_softc *sc = ctx;
-	const char *leg = ev->leg < (uint32_t)sc->nlegs ? sc->legs[ev->leg].name : "?";
+	int pos = ev->leg < DMIRROR_MAX_LEGS ? sc->slot_leg[ev->leg] : -1;
+	const char *leg = pos >= 0 ? sc->legs[pos].name : "(no device)";
 	uint64_t pct;
 
 	switch (ev->kind) {
 	case DMIRROR_EV_LEG_FAILED:
-		if (ev->leg < DMIRROR_MAX_LEGS)
-			sc->leg_out[ev->leg] = 1;
+		if (pos >= 0)
+			sc->leg_out[pos] = 1;
 		dmm_log("dm_mirror: leg %u (%s) %s (error %d)\n", ev->leg, leg,
 		    ev->state == DMIRROR_LEG_MISSING ? "missing" : "failed", ev->error);
 		break;
@@ -588,8 +609,8 @@ dmm_cb_event(void *ctx, const struct dmirror_event *ev)
 		}
 		break;
 	case DMIRROR_EV_LEG_IN_SYNC:
-		if (ev->leg < DMIRROR_MAX_LEGS)
-			sc->leg_out[ev->leg] = 0;
+		if (pos >= 0)
+			sc->leg_out[pos] = 0;
 		sc->last_progress = 0;
 		dmm_log("dm_mirror: leg %u (%s) in sync\n", ev->leg, leg);
 		break;
@@ -623,7 +644,7 @@ dmm_cb_log(void *ctx, int level, const char *msg)
 		dmm_log("dm_mirror: %s\n", msg);
 }
 
-/* Synchronous metadata I/O for dmirror_create(DMIRROR_CREATE_LOAD_BITMAPS), worker context. */
+/* Synchronous metadata I/O for dmirror_create_assembled() (bitmaps), worker context. */
 struct dmm_sync_io {
 	int done;
 	int error;
@@ -633,15 +654,24 @@ static int dmm_rw_sync(struct dmm_softc *sc, uint32_t leg, int write, uint64_t s
     uint8_t *buf, uint64_t len);
 
 static int
-dmm_cb_meta_read(void *ctx, uint32_t leg, uint64_t sector, uint8_t *buf, uint64_t len)
+dmm_cb_meta_read(void *ctx, uint32_t slot, uint64_t sector, uint8_t *buf, uint64_t len)
 {
-	return dmm_rw_sync(ctx, leg, 0, sector, buf, len);
+	struct dmm_softc *sc = ctx;
+
+	if (slot >= DMIRROR_MAX_LEGS || sc->slot_leg[slot] < 0)
+		return ENXIO;
+	return dmm_rw_sync(sc, (uint32_t)sc->slot_leg[slot], 0, sector, buf, len);
 }
 
 static int
-dmm_cb_meta_write(void *ctx, uint32_t leg, uint64_t sector, const uint8_t *buf, uint64_t len)
+dmm_cb_meta_write(void *ctx, uint32_t slot, uint64_t sector, const uint8_t *buf, uint64_t len)
 {
-	return dmm_rw_sync(ctx, leg, 1, sector, (uint8_t *)(uintptr_t)buf, len);
+	struct dmm_softc *sc = ctx;
+
+	if (slot >= DMIRROR_MAX_LEGS || sc->slot_leg[slot] < 0)
+		return ENXIO;
+	return dmm_rw_sync(sc, (uint32_t)sc->slot_leg[slot], 1, sector,
+	    (uint8_t *)(uintptr_t)buf, len);
 }
 
 static const struct dmirror_host_ops dmm_ops = {
@@ -741,46 +771,70 @@ dmm_assemble(struct dmm_softc *sc, struct dmirror_assembly *as)
 	struct dmirror_why why;
 	uint8_t *slots;
 	uint64_t s0, s1, slot_bytes = 0;
-	int i, error;
+	char msg[DMM_MSG];
+	int i, j, error;
 
 	reads = dmm_zalloc(sizeof(*reads) * DMIRROR_MAX_LEGS, 1);
 	if (reads == NULL)
 		return ENOMEM;
+	/* The slot size depends on the sector size only (512 here), not on the leg. */
 	(void)dmirror_sb_location(sc->legs[0].dev_sectors - sc->legs[0].offset, DEV_BSIZE, &s0,
 	    &s1, &slot_bytes);
 	slots = slot_bytes != 0 ? dmm_zalloc(2 * slot_bytes * (size_t)sc->nlegs, 1) : NULL;
 	if (slots == NULL) {
 		dmm_free(reads, sizeof(*reads) * DMIRROR_MAX_LEGS);
+		strlcpy(sc->why, slot_bytes == 0 ? "leg 0 cannot hold dmirror metadata" :
+		    "out of memory", sizeof(sc->why));
 		return slot_bytes == 0 ? EINVAL : ENOMEM;
 	}
 	for (i = 0; i < sc->nlegs; i++) {
 		uint64_t leg_sectors = sc->legs[i].dev_sectors - sc->legs[i].offset;
 		uint8_t *b0 = slots + (size_t)(2 * i) * slot_bytes;
 		uint8_t *b1 = b0 + slot_bytes;
+		uint64_t bytes;
 
 		reads[i].sectors = leg_sectors;
+		reads[i].sector_size = DEV_BSIZE;
 		reads[i].label = (uint64_t)i;
-		if (dmirror_sb_location(leg_sectors, DEV_BSIZE, &s0, &s1, &slot_bytes) != 0)
-			continue;
-		if (dmm_rw_sync(sc, i, 0, s0, b0, slot_bytes) == 0) {
+		reads[i].name = sc->legs[i].name;
+		if (dmirror_sb_location(leg_sectors, DEV_BSIZE, &s0, &s1, &bytes) != 0 ||
+		    bytes != slot_bytes)
+			continue; /* too small: both slots NULL, the core says so */
+		if (dmm_rw_sync(sc, (uint32_t)i, 0, s0, b0, slot_bytes) == 0) {
 			reads[i].slot0 = b0;
 			reads[i].slot0_len = slot_bytes;
 		}
-		if (dmm_rw_sync(sc, i, 0, s1, b1, slot_bytes) == 0) {
+		if (dmm_rw_sync(sc, (uint32_t)i, 0, s1, b1, slot_bytes) == 0) {
 			reads[i].slot1 = b1;
 			reads[i].slot1_len = slot_bytes;
 		}
 	}
 	memset(&why, 0, sizeof(why));
-	error = dmirror_assemble(reads, (uint32_t)sc->nlegs, NULL, as, &why);
-	if (error == DMIRROR_ENOSYS)
-		strlcpy(sc->why, "this build of the dmirror core cannot assemble a mirror from its "
-		    "legs' metadata yet (dmirror_assemble: ENOSYS)", sizeof(sc->why));
-	else if (error != 0)
-		dmm_snprintf(sc->why, sizeof(sc->why), "the legs' dmirror metadata: %s%s",
-		    dmirror_why_str(why.code),
-		    why.code == DMIRROR_WHY_NO_METADATA ?
-		    " (label the legs with `dmirror label` first)" : "");
+	msg[0] = '\0';
+	error = dmirror_assemble(reads, (uint32_t)sc->nlegs, NULL, as, &why, msg, sizeof(msg));
+	if (error != 0) {
+		dmm_snprintf(sc->why, sizeof(sc->why), "the legs' dmirror metadata: %s",
+		    msg[0] != '\0' ? msg : dmirror_why_str(why.code));
+	} else {
+		/* Which table leg holds which mirror slot (labels are table positions). */
+		for (j = 0; j < DMIRROR_MAX_LEGS; j++)
+			sc->slot_leg[j] = -1;
+		for (i = 0; i < sc->nlegs; i++)
+			sc->leg_slot[i] = -1;
+		for (j = 0; j < DMIRROR_MAX_LEGS; j++) {
+			if (!as->present[j] || as->label[j] >= (uint64_t)sc->nlegs)
+				continue;
+			sc->slot_leg[j] = (int)as->label[j];
+			sc->leg_slot[as->label[j]] = j;
+		}
+		for (i = 0; i < sc->nlegs; i++)
+			if (sc->leg_slot[i] < 0) {
+				dmm_snprintf(sc->why, sizeof(sc->why),
+				    "device %s (leg %d) is not a member of the mirror on the others",
+				    sc->legs[i].name, i);
+				error = EINVAL;
+			}
+	}
 	dmm_free(slots, 2 * slot_bytes * (size_t)sc->nlegs);
 	dmm_free(reads, sizeof(*reads) * DMIRROR_MAX_LEGS);
 	return error;
@@ -793,7 +847,6 @@ dmm_activate(struct dmm_softc *sc)
 	struct dmirror_init *init = NULL;
 	struct dmirror_why why;
 	uint64_t region = 0, leg_sectors, min_leg = UINT64_MAX;
-	uint32_t flags = 0;
 	int i, error;
 
 	uint64_t sizes[DMIRROR_MAX_LEGS];
@@ -850,8 +903,6 @@ dmm_activate(struct dmm_softc *sc)
 			goto out;
 		}
 		sc->cfg = as->config;
-		init = &as->init;
-		flags = DMIRROR_CREATE_LOAD_BITMAPS;
 		/* sync / nosync for a self-describing mirror: the metadata decide; sync asks for
 		 * a full resync of the non-authoritative legs, which the admin does with
 		 * `dmsetup message <dev> 0 fail <leg>` + `add`, not silently here. */
@@ -869,7 +920,11 @@ dmm_activate(struct dmm_softc *sc)
 			return;
 		}
 		/* The core log remembers nothing: every leg but the first is rebuilt unless the
-		 * table says nosync. */
+		 * table says nosync. Slots are table positions. */
+		for (i = 0; i < DMIRROR_MAX_LEGS; i++) {
+			sc->slot_leg[i] = i < sc->nlegs ? i : -1;
+			sc->leg_slot[i] = i < sc->nlegs ? i : -1;
+		}
 		(void)dmirror_init_fresh(init, (uint8_t)sc->nlegs, min_leg,
 		    sc->table->sync == DMIRROR_DM_SYNC_NOSYNC);
 	}
@@ -897,7 +952,10 @@ dmm_activate(struct dmm_softc *sc)
 		sc->pool[i].next = sc->free_lio;
 		sc->free_lio = &sc->pool[i];
 	}
-	error = dmirror_create(&sc->cfg, init, &dmm_ops, sc, flags, &sc->m, &why);
+	if (as != NULL)
+		error = dmirror_create_assembled(as, &sc->cfg, &dmm_ops, sc, &sc->m, &why);
+	else
+		error = dmirror_create(&sc->cfg, init, &dmm_ops, sc, 0, &sc->m, &why);
 	if (error != 0) {
 		dmm_snprintf(sc->why, sizeof(sc->why), "the core refused the mirror: %s (leg %u)",
 		    dmirror_why_str(why.code), why.leg);
@@ -1295,6 +1353,8 @@ dmm_create(const char *params, uint64_t length, struct dmm_softc **out)
 	dmm_lock_init(&sc->lock);
 	dmm_sc_init_wait(sc);
 	TAILQ_INIT(&sc->parents);
+	for (j = 0; j < DMIRROR_MAX_LEGS; j++)
+		sc->slot_leg[j] = sc->leg_slot[j] = -1;
 	sc->done_tail = &sc->done_head;
 	sc->issue_tail = &sc->issue_head;
 
@@ -1312,7 +1372,17 @@ dmm_create(const char *params, uint64_t length, struct dmm_softc **out)
 		goto fail_locks;
 	}
 #ifdef __DragonFly__
-	error = kthread_create(dmm_worker, sc, &sc->worker, "dm_mirror");
+	/*
+	 * dmirror.h: create/assemble need up to ~32 KiB of stack, twice kthread_create()'s
+	 * (LWKT_THREAD_STACK, 16 KiB). kthread_create_stk() is compiled out (#if 0) in the 2020
+	 * tree, so the thread is made from the LWKT primitives it would use: a thread with a
+	 * larger stack, started at dmm_worker, returning into kthread_exit.
+	 */
+	sc->worker = lwkt_alloc_thread(NULL, DMM_WORKER_STACK, -1, 0);
+	cpu_set_thread_handler(sc->worker, kthread_exit, dmm_worker, sc);
+	strlcpy(sc->worker->td_comm, "dm_mirror", sizeof(sc->worker->td_comm));
+	lwkt_schedule(sc->worker);
+	error = 0;
 #else
 	error = kthread_create(PRI_NONE, KTHREAD_MPSAFE, NULL, dmm_worker, sc, &sc->worker,
 	    "dm_mirror");
@@ -1418,7 +1488,15 @@ dmm_do_text(struct dmm_softc *sc, void *arg)
 		    rq->len);
 	memset(sc->status, 0, sizeof(*sc->status));
 	if (sc->state == DMM_ST_ACTIVE) {
+		uint32_t st[DMIRROR_MAX_LEGS];
+
 		(void)dmirror_status(sc->m, sc->status);
+		/* The status line lists the table's legs, in table order; the core's are slots. */
+		for (j = 0; j < sc->nlegs; j++)
+			st[j] = sc->leg_slot[j] >= 0 ?
+			    sc->status->leg[sc->leg_slot[j]].state : DMIRROR_LEG_MISSING;
+		for (j = 0; j < sc->nlegs; j++)
+			sc->status->leg[j].state = st[j];
 	} else {
 		/* Not (yet) active: every leg shows D and nothing in sync, so lvm2 does not
 		 * mistake an inactive mirror for a healthy one. */
@@ -1528,7 +1606,7 @@ dmm_do_message(struct dmm_softc *sc, void *arg)
 	dm_pdev_t *pdev;
 	struct dmm_leg nl;
 	uint8_t uuid[16];
-	int error;
+	int error, slot;
 
 	if (dmirror_dm_parse_message(sc->table, rq->text, rq->len, &msg, err, sizeof(err)) != 0) {
 		kprintf("dm_mirror: message refused: %s\n", err);
@@ -1539,12 +1617,22 @@ dmm_do_message(struct dmm_softc *sc, void *arg)
 		    sc->why[0] ? ": " : "", sc->why);
 		return ENXIO;
 	}
+	slot = msg.kind == DMIRROR_DM_MSG_POLICY ? 0 : sc->leg_slot[msg.leg];
+	if (slot < 0) {
+		kprintf("dm_mirror: message refused: leg %u has no slot in the mirror\n", msg.leg);
+		return ENOENT;
+	}
+	if (msg.kind == DMIRROR_DM_MSG_POLICY && msg.policy.kind == DMIRROR_READ_PREFER) {
+		if (sc->leg_slot[msg.policy.arg] < 0)
+			return ENOENT;
+		msg.policy.arg = (uint32_t)sc->leg_slot[msg.policy.arg];
+	}
 	switch (msg.kind) {
 	case DMIRROR_DM_MSG_FAIL:
-		error = dmirror_fail_leg(sc->m, msg.leg);
+		error = dmirror_fail_leg(sc->m, (uint32_t)slot);
 		break;
 	case DMIRROR_DM_MSG_REMOVE:
-		error = dmirror_remove_leg(sc->m, msg.leg);
+		error = dmirror_remove_leg(sc->m, (uint32_t)slot);
 		break;
 	case DMIRROR_DM_MSG_POLICY:
 		error = dmirror_set_read_policy(sc->m, &msg.policy);
@@ -1572,7 +1660,7 @@ dmm_do_message(struct dmm_softc *sc, void *arg)
 		if (pdev == sc->legs[msg.leg].pdev) {
 			/* The same device coming back: keep the pdev reference we hold. */
 			dm_pdev_decr(pdev);
-			error = dmirror_add_leg(sc->m, msg.leg, uuid,
+			error = dmirror_add_leg(sc->m, (uint32_t)slot, uuid,
 			    nl.dev_sectors - nl.offset, msg.incremental);
 			break;
 		}
@@ -1581,7 +1669,7 @@ dmm_do_message(struct dmm_softc *sc, void *arg)
 			dm_pdev_decr(pdev);
 			return ENOSPC;
 		}
-		error = dmirror_add_leg(sc->m, msg.leg, uuid, nl.dev_sectors - nl.offset,
+		error = dmirror_add_leg(sc->m, (uint32_t)slot, uuid, nl.dev_sectors - nl.offset,
 		    msg.incremental);
 		if (error != 0) {
 			dm_pdev_decr(pdev);
