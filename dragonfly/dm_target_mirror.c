@@ -1097,8 +1097,8 @@ dmm_submit_parents(struct dmm_softc *sc)
 		if ((bp->b_bio1.bio_offset % DEV_BSIZE) != 0 || (bp->b_bcount % DEV_BSIZE) != 0)
 			pio.op = 0;
 #else
-		/* A flush parent is made by dmm_nb_sync with b_bcount 0 and B_ORDERED-less
-		 * flags; it is marked by b_private == sc. */
+		/* A flush parent is made by dmm_nb_sync and marked by b_private == sc; dm's
+		 * nested bufs carry their master buf there, never sc. */
 		pio.sector = (uint64_t)bp->b_blkno;
 		pio.count = (uint64_t)bp->b_bcount / DEV_BSIZE;
 		if (bp->b_private == sc)
@@ -1836,7 +1836,7 @@ dmm_nb_strategy(dm_table_entry_t *te, struct buf *bp)
 	if (sc->length == 0)
 		sc->length = te->length;
 	dmm_unlock(&sc->lock);
-	bp->b_private = NULL;
+	/* b_private is dm's (nestiobuf: the master buf); never touch it. */
 	dmm_queue_parent(sc, bp);
 	return 0;
 }
