@@ -88,15 +88,19 @@ impl<'a> Mirror<'a> {
                     continue;
                 }
                 let sb = self.superblock_for(k);
-                if let Some(buf) = self
-                    .log
-                    .sb
-                    .get_mut(usize::from(k) * sbb..(usize::from(k) + 1) * sbb)
-                {
-                    buf.fill(0);
-                    // Encoding a superblock built from validated state cannot fail; if it ever
-                    // did, the zeroed slot fails its checksum and the other slot stays in force.
-                    let _ = sb.encode(buf);
+                let range = usize::from(k) * sbb..(usize::from(k) + 1) * sbb;
+                let ok = match self.log.sb.get_mut(range) {
+                    Some(buf) => {
+                        buf.fill(0);
+                        sb.encode(buf).is_ok()
+                    }
+                    None => false,
+                };
+                // A superblock built from the mirror's own state always encodes; if one ever did
+                // not, nothing is written for that leg (never a blank slot) and it is counted.
+                if !ok {
+                    self.counters.meta_errors += 1;
+                    sb_bad |= bit(k);
                 }
             }
         }
