@@ -16,7 +16,7 @@ use std::sync::mpsc::channel;
 use std::time::Instant;
 
 const USAGE: &str = "usage:
-  dmirror label [--name N] [--region-size S] [--size S] [--force] [--use-smallest] [--resync] LEG...
+  dmirror label [--name N] [--region-size S] [--size S] [--slots N] [--force] [--use-smallest] [--resync] LEG...
   dmirror inspect [--json] LEG...
   dmirror check LEG...
   dmirror resync [--force] [--winner LEG] LEG...
@@ -198,7 +198,7 @@ fn open_all(specs: &[LegSpec], write: bool) -> Result<Vec<Dev>, String> {
 fn cmd_label(argv: &[String]) -> Result<u8, String> {
     let a = Args::parse(
         argv,
-        &["--name", "--region-size", "--size"],
+        &["--name", "--region-size", "--size", "--slots"],
         &["--force", "--use-smallest", "--resync"],
     )?;
     let specs = legs_from(&a.pos)?;
@@ -209,6 +209,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     }
     let o = LabelOpts {
         region: a.opt("--region-size"),
+        slots: a.opt("--slots"),
         size: a.opt("--size"),
         force: a.flag("--force"),
         use_smallest: a.flag("--use-smallest"),
@@ -219,8 +220,12 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     Ok(0)
 }
 
+/// Leg slots a mirror gets by default: a one-leg mirror can take a second leg with `add`.
+const DEFAULT_SLOTS: usize = 2;
+
 struct LabelOpts<'a> {
     region: Option<&'a str>,
+    slots: Option<&'a str>,
     size: Option<&'a str>,
     force: bool,
     use_smallest: bool,
@@ -231,6 +236,7 @@ struct LabelOpts<'a> {
 fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
     let LabelOpts {
         region,
+        slots,
         size,
         force,
         use_smallest,
@@ -332,7 +338,23 @@ fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
             human(data_sectors * 512)
         );
     }
-    meta::write_labels(devs, name, region_sectors, data_sectors, resync)?;
+    let slots = match slots {
+        None => devs.len().max(DEFAULT_SLOTS),
+        Some(t) => {
+            let n: usize = t
+                .parse()
+                .map_err(|_| format!("--slots {t}: not a number"))?;
+            if n < devs.len() || n > dmirror::MAX_LEGS {
+                return Err(format!(
+                    "--slots {n}: must be between the number of legs ({}) and {}",
+                    devs.len(),
+                    dmirror::MAX_LEGS
+                ));
+            }
+            n
+        }
+    };
+    meta::write_labels(devs, name, region_sectors, data_sectors, resync, slots)?;
     if !quiet {
         println!(
             "labelled {} legs as mirror '{name}': {} of data, {} regions",
@@ -1065,6 +1087,7 @@ fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
     }
     let o = LabelOpts {
         region: None,
+        slots: None,
         size: None,
         force: false,
         use_smallest: false,
