@@ -677,3 +677,28 @@ fn stale_leg_refused_without_force() {
     assert!(out.contains(&format!("({MIB} bytes, 1 regions")), "{out}");
     check_identical(&[&a, &b]);
 }
+
+#[test]
+fn one_leg_mirror_takes_a_second_leg() {
+    if !have_qemu_io() {
+        return;
+    }
+    let d = Dir::new("grow");
+    let a = d.file("a.img", 32 * MIB);
+    let b = d.file("b.img", 32 * MIB);
+    label(&[&a]);
+    let s = Server::start(&d, &["--listen", "127.0.0.1:0"], &[&a], &[]);
+    qemu_io_ok(&s.url, &["write -P 0x61 1M 2M", "flush"]);
+    let st = s.status();
+    assert_eq!(leg_state(&st, 1), "empty", "{st:#}");
+    let out = ok(&dm(&["add", "--control", &s.control, &b]));
+    assert!(out.contains("leg 1") && out.contains("full"), "{out}");
+    wait_status(&s, "leg 1 in sync", 60, |st| leg_state(st, 1) == "in-sync");
+    // Writes during and after the rebuild reach both legs.
+    qemu_io_ok(
+        &s.url,
+        &["write -P 0x62 8M 64k", "flush", "read -P 0x61 1M 2M"],
+    );
+    s.stop();
+    check_identical(&[&a, &b]);
+}
