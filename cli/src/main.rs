@@ -834,7 +834,10 @@ fn cmd_resync(argv: &[String]) -> Result<u8, String> {
     let mut mirror = Mirror::new(&cfg, &init, &mut mem)
         .map_err(|e| format!("cannot start the mirror: {e:?}"))?;
     let uuids: Vec<[u8; 16]> = asm.legs.iter().map(|l| l.uuid).collect();
+    // Ctrl-C stops cleanly: the copies in flight finish and the checkpoint is recorded.
+    let sigset = block_signals();
     let (tx, rx) = channel();
+    signal_thread(sigset, tx.clone());
     let mut host = UHost::new(&cfg, devs, &uuids, 4, tx);
     host.quiet = true;
     let ss = u64::from(cfg.sector_size);
@@ -864,6 +867,17 @@ fn cmd_resync(argv: &[String]) -> Result<u8, String> {
     }
     let st = mirror.status();
     let copied = st.counters.resync_sectors * ss;
+    let left: u64 = st.leg[..usize::from(st.legs)]
+        .iter()
+        .filter(|l| l.state.is_active())
+        .map(|l| l.regions_out_of_sync)
+        .sum();
+    if left > 0 {
+        return Err(format!(
+            "resync stopped after copying {} with {left} regions still to copy; run dmirror resync again to go on",
+            human(copied)
+        ));
+    }
     println!(
         "resynced {} ({} bytes, {} regions of {}) in {:.1}s",
         human(copied),
