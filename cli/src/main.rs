@@ -19,7 +19,7 @@ const USAGE: &str = "usage:
   dmirror label [--name N] [--region-size S] [--size S] [--slots N] [--force] [--use-smallest] [--resync] LEG...
   dmirror inspect [--json] LEG...
   dmirror check LEG...
-  dmirror resync [--force] [--winner LEG] LEG...
+  dmirror resync [--force] [--winner LEG] [--resync-rate BYTES/S] LEG...
   dmirror serve [--listen ADDR:PORT | --socket PATH] [--control PATH] [--force]
                 [--winner LEG] [--io-threads N] [--name EXPORT]
                 [--read-policy P] [--resync-rate BYTES/S] [LEG...]
@@ -822,11 +822,19 @@ impl Progress {
 // ---- resync --------------------------------------------------------------------------------
 
 fn cmd_resync(argv: &[String]) -> Result<u8, String> {
-    let a = Args::parse(argv, &["--winner"], &["--force"])?;
+    let a = Args::parse(argv, &["--winner", "--resync-rate"], &["--force"])?;
+    let rate = a.opt("--resync-rate").map(parse_size).transpose()?;
+    if rate == Some(0) {
+        return Err("--resync-rate must be more than 0".into());
+    }
     let specs = legs_from(&a.pos)?;
     let o = open_and_assemble(&specs, a.flag("--force"), a.opt("--winner"))?;
     let (devs, asm) = devs_by_slot(o);
-    let cfg = asm.cfg;
+    let mut cfg = asm.cfg;
+    if let Some(r) = rate {
+        // Ticks are 100 ms.
+        cfg.resync.sectors_per_tick = (r / 10 / u64::from(cfg.sector_size)).max(1);
+    }
     let need =
         Mirror::memory_needed(&cfg).map_err(|e| format!("mirror configuration refused: {e:?}"))?;
     let mut mem = vec![0u8; need];

@@ -702,3 +702,48 @@ fn one_leg_mirror_takes_a_second_leg() {
     s.stop();
     check_identical(&[&a, &b]);
 }
+
+#[test]
+fn interrupted_rebuild_resumes_from_its_checkpoint() {
+    let d = Dir::new("resume");
+    let a = d.file("a.img", 64 * MIB);
+    let b = d.file("b.img", 64 * MIB);
+    ok(&dm(&["label", "--resync", "--region-size", "256k", &a, &b]));
+    // Data on leg 0 only (the metadata at the end stays).
+    let f = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0x5au8; (60 * MIB) as usize], 0).unwrap();
+    drop(f);
+    // Copy at 16 MB/s and stop it after about a second.
+    let child = Command::new(BIN)
+        .args(["resync", "--resync-rate", "16M", &a, &b])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("resync stopped after copying"), "{err}");
+    let ck = inspect(&a)["legs"][1]["rebuild_checkpoint"]
+        .as_u64()
+        .unwrap();
+    let regions = inspect(&a)["regions"].as_u64().unwrap();
+    eprintln!("checkpoint {ck} of {regions} regions");
+    assert!(ck > 0 && ck < regions, "checkpoint {ck} of {regions}");
+    let out = ok(&dm(&["resync", &a, &b]));
+    let copied: u64 = out
+        .split_whitespace()
+        .skip_while(|w| *w != "bytes,")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    assert_eq!(
+        copied,
+        regions - ck,
+        "the resumed rebuild copies what is past the checkpoint: {out}"
+    );
+    check_identical(&[&a, &b]);
+}
