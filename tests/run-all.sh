@@ -11,7 +11,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 stage "unit, simulator, ABI and integration tests"
-cargo test --workspace --release
+# Build first: the C ABI tests link target/release/libdmirror_ffi.a, which `cargo test` alone
+# does not refresh. The simulator's core mutants (planted bugs it must catch) need a feature.
+cargo build --workspace --release
+cargo test --workspace --release --features dmirror-sim/core-mutants
 
 if [ -x tests/ci-kernel.sh ]; then
   stage "kernel-target build and object audit"
