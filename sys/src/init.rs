@@ -26,7 +26,10 @@ impl LegInit {
         state: LegState::Empty,
         uuid: [0; 16],
         sectors: 0,
-        rebuild: Rebuild { checkpoint: 0, full: true },
+        rebuild: Rebuild {
+            checkpoint: 0,
+            full: true,
+        },
     };
 }
 
@@ -53,10 +56,12 @@ pub struct Init<'i> {
 
 impl<'i> Init<'i> {
     /// A mirror with no history: legs `0..legs` present, leg 0 authoritative and in sync, the
-    /// others in sync too when `assume_clean`, rebuilding from leg 0 otherwise.
+    /// others in sync too when `assume_clean`, rebuilding from leg 0 otherwise. The UUIDs are
+    /// fixed placeholders (non-zero, distinct per leg): a host labelling real devices replaces
+    /// them with random ones.
     pub fn fresh(legs: u8, leg_sectors: u64, assume_clean: bool) -> Init<'i> {
         let mut init = Init {
-            mirror_uuid: [0; 16],
+            mirror_uuid: *b"dmirror-mirror-0",
             name: [0; 32],
             generation: 1,
             seq: 0,
@@ -67,9 +72,14 @@ impl<'i> Init<'i> {
         };
         for (i, leg) in init.legs.iter_mut().enumerate().take(usize::from(legs)) {
             leg.sectors = leg_sectors;
-            leg.uuid = [0; 16];
-            leg.uuid[0] = i as u8;
-            leg.state = if i == 0 || assume_clean { LegState::InSync } else { LegState::Rebuilding };
+            leg.uuid = *b"dmirror-leg-0000";
+            leg.uuid[15] = b'0' + (i % 10) as u8;
+            leg.uuid[14] = b'0' + (i / 10) as u8;
+            leg.state = if i == 0 || assume_clean {
+                LegState::InSync
+            } else {
+                LegState::Rebuilding
+            };
         }
         init
     }

@@ -24,14 +24,42 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod dmtable;
 pub mod format;
 mod types;
 
 pub use types::*;
+mod arena;
+mod bitmap;
+mod control;
 mod host;
 mod init;
+mod io;
+mod log;
+mod meta;
 mod mirror;
+mod resync;
 
 pub use host::Host;
 pub use init::{Init, LegInit, Rebuild};
+pub use log::RegionLog;
 pub use mirror::{ControlError, Mirror};
+
+/// Deliberate bugs that can be planted in a mirror (`Mirror::set_mutant`, with the `mutants`
+/// feature) to prove the simulator's checks catch them. Inert unless set.
+#[cfg(any(test, feature = "mutants"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutant {
+    None,
+    /// Complete a write group as soon as one leg reported.
+    CompleteEarly,
+    /// Let overlapping writes start without waiting for each other.
+    NoWriteOrdering,
+    /// Skip the write-intent journal (data before its bitmap bit is durable).
+    SkipJournal,
+    /// Clear write-intent bits without the data flush first.
+    ClearBeforeFlush,
+}
+
+#[cfg(test)]
+mod tests;

@@ -56,7 +56,12 @@ pub struct ResyncConfig {
 
 impl Default for ResyncConfig {
     fn default() -> Self {
-        ResyncConfig { max_inflight: 4, chunk_sectors: 256, sectors_per_tick: 0, checkpoint_regions: 64 }
+        ResyncConfig {
+            max_inflight: 4,
+            chunk_sectors: 256,
+            sectors_per_tick: 0,
+            checkpoint_regions: 64,
+        }
     }
 }
 
@@ -114,7 +119,9 @@ pub enum ConfigError {
     /// The memory handed to `Mirror::new` is smaller than `Mirror::memory_needed`.
     Memory,
     /// A leg's size cannot hold the data plus the metadata area.
-    LegTooSmall { leg: u8 },
+    LegTooSmall {
+        leg: u8,
+    },
     /// The initial state is inconsistent with the configuration (e.g. no leg usable).
     InitialState,
 }
@@ -231,7 +238,11 @@ impl LegState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A leg left service; `state` is Failed or Missing.
-    LegFailed { leg: u8, state: LegState, error: IoError },
+    LegFailed {
+        leg: u8,
+        state: LegState,
+        error: IoError,
+    },
     /// A resync made progress: `done` of `total` sectors to copy for this leg.
     ResyncProgress { leg: u8, done: u64, total: u64 },
     /// A leg became fully in sync.
