@@ -432,7 +432,8 @@ int dmirror_is_idle(struct dmirror *m);
 /*
  * Control operations. Errors: DMIRROR_ENOENT (no such slot), DMIRROR_EBUSY (slot in the wrong
  * state), DMIRROR_EPERM (would leave no in-sync leg), DMIRROR_ENOSPC (device too small),
- * DMIRROR_ESHUTDOWN (shutdown in progress), DMIRROR_EINVAL (bad argument).
+ * DMIRROR_ESHUTDOWN (shutdown in progress), DMIRROR_EAGAIN (the leg still has I/O in flight
+ * from before: complete it, then try again), DMIRROR_EINVAL (bad argument).
  */
 /* Put a device of sectors sectors in an empty, failed or missing slot. incremental = 1: a
  * missing leg coming back resyncs only what was written while it was away. */

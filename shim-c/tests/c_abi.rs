@@ -2,18 +2,32 @@
 //! staticlib, and runs it: the C program drives a mirror only through `dmirror.h` (writes,
 //! reads, a leg failure, a resync) with legs emulated in memory and exits non-zero if any of its
 //! checks failed. Needs a C compiler (`cc`, or `$CC`).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-/// The staticlib cargo built next to this test binary (target/<profile>/libdmirror_ffi.a).
+/// The staticlib cargo built for this test run. `cargo test` builds the library with all its
+/// crate types into target/<profile>/deps/ as libdmirror_ffi-<hash>.a but does not copy it up to
+/// target/<profile>/; the newest one there is the one built for this run (the library is rebuilt
+/// before its tests whenever it changed).
 fn staticlib() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/c_abi-<hash> -> target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    profile_dir.join("libdmirror_ffi.a")
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(deps).expect("reading deps") {
+        let path = entry.expect("deps entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with("libdmirror_ffi-") && name.ends_with(".a")) {
+            continue;
+        }
+        let mtime = path.metadata().and_then(|m| m.modified()).expect("mtime");
+        if best.as_ref().is_none_or(|(t, _)| mtime > *t) {
+            best = Some((mtime, path));
+        }
+    }
+    let fallback = deps.parent().map(|p| p.join("libdmirror_ffi.a"));
+    best.map(|(_, p)| p)
+        .or(fallback)
+        .expect("no libdmirror_ffi staticlib")
 }
 
 #[test]
@@ -22,6 +36,7 @@ fn c_program_drives_a_mirror_through_the_header() {
     let src = manifest.join("../tests/ffi/ffi_test.c");
     let lib = staticlib();
     assert!(lib.exists(), "staticlib not found at {}", lib.display());
+    println!("linking {}", lib.display());
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_test");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
 
