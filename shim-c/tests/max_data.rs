@@ -23,8 +23,15 @@ fn largest_size_fits_and_one_more_does_not() {
         let (rc, d) = max(leg, ss, region);
         assert_eq!(rc, 0);
         assert!(d > 0 && d < leg, "leg {leg}: {d}");
-        assert!(layout(leg, ss, region, d).is_ok(), "leg {leg}: {d} must fit");
-        assert!(layout(leg, ss, region, d + 1).is_err(), "leg {leg}: {} must not", d + 1);
+        assert!(
+            layout(leg, ss, region, d).is_ok(),
+            "leg {leg}: {d} must fit"
+        );
+        assert!(
+            layout(leg, ss, region, d + 1).is_err(),
+            "leg {leg}: {} must not",
+            d + 1
+        );
     }
 }
 
