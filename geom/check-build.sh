@@ -191,6 +191,32 @@ if "$OBJDUMP" -d "$TMP/g_dmirror.o" | grep -qE '%[xyz]mm[0-9]'; then
 fi
 echo "   sections: $(echo $secs | tr '\n' ' ')"
 
+echo "==> 6. the geom(8) library (lib/geom_dmirror.c) against the userland headers"
+# Needs the rest of the source tree: SRCTOP (default: SYSDIR's parent) with include/,
+# lib/libgeom/libgeom.h and sbin/geom/core/geom.h. Compiled only (-fsyntax-only): linking a
+# FreeBSD shared library needs FreeBSD's libc.
+SRCTOP=${SRCTOP:-$(dirname "$SYSDIR")}
+if [ -f "$SRCTOP/include/stdio.h" ] && [ -f "$SRCTOP/lib/libgeom/libgeom.h" ] &&
+    [ -f "$SRCTOP/sbin/geom/core/geom.h" ]; then
+	mkdir -p "$TMP/uinc"
+	ln -s "$SYSDIR/sys" "$TMP/uinc/sys"
+	ln -s "$SYSDIR/amd64/include" "$TMP/uinc/machine"
+	ln -s "$SYSDIR/x86/include" "$TMP/uinc/x86"
+	ln -s "$SYSDIR/geom" "$TMP/uinc/geom"
+	ln -s "$SRCTOP/lib/libgeom/libgeom.h" "$TMP/uinc/libgeom.h"
+	clangdir=$("$CC" -print-resource-dir)/include
+	if "$CC" --target=x86_64-unknown-freebsd15 -nostdinc -isystem "$TMP/uinc" \
+	    -isystem "$SRCTOP/include" -isystem "$clangdir" -I"$SRCTOP/sbin/geom" \
+	    -I"$ROOT/geom" -std=gnu17 -Wall -Wextra -Werror -Wmissing-variable-declarations \
+	    -fsyntax-only "$ROOT/geom/lib/geom_dmirror.c"; then
+		echo "ok: lib/geom_dmirror.c compiles against $SRCTOP"
+	else
+		bad "lib: lib/geom_dmirror.c does not compile against $SRCTOP"
+	fi
+else
+	echo "skipped: no userland headers under $SRCTOP (set SRCTOP to a full source tree)"
+fi
+
 if [ "$fail" -ne 0 ]; then
 	echo "check-build: FAILED"
 	exit 1
