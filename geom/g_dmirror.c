@@ -803,44 +803,44 @@ g_dmirror_issue_one(struct g_dmirror_softc *sc, const struct dmirror_leg_io *io)
 	}
 	data = NULL;
 	pbp = NULL;
-	switch (io->buf_kind) {
-	case DMIRROR_BUF_PARENT:
+	if (io->buf_kind == DMIRROR_BUF_PARENT)
 		pbp = (struct bio *)(uintptr_t)io->parent_buf;
-		if (pbp == NULL || pbp->bio_data == NULL ||
-		    io->offset > (uint64_t)pbp->bio_length ||
-		    len > (uint64_t)pbp->bio_length - io->offset) {
-			DM_LOG(sc, "core issued an I/O outside its parent's buffer: refused");
+	if (cmd == BIO_READ || cmd == BIO_WRITE) {
+		/* Only these move data; a flush or delete ignores whatever buffer it names. */
+		switch (io->buf_kind) {
+		case DMIRROR_BUF_PARENT:
+			if (pbp == NULL || pbp->bio_data == NULL ||
+			    io->offset > (uint64_t)pbp->bio_length ||
+			    len > (uint64_t)pbp->bio_length - io->offset) {
+				DM_LOG(sc, "core issued an I/O outside its parent's buffer: "
+				    "refused");
+				g_dmirror_synth(sc, io->token, io->leg, EIO);
+				return (0);
+			}
+			data = pbp->bio_data + io->offset;
+			break;
+		case DMIRROR_BUF_RESYNC:
+			if (io->resync_slot >= sc->sc_nrbuf || io->offset > sc->sc_rbuf_bytes ||
+			    len > sc->sc_rbuf_bytes - io->offset) {
+				DM_LOG(sc, "core issued an I/O outside its resync buffer: refused");
+				g_dmirror_synth(sc, io->token, io->leg, EIO);
+				return (0);
+			}
+			data = (caddr_t)sc->sc_rbuf[io->resync_slot] + io->offset;
+			break;
+		case DMIRROR_BUF_META:
+			if (cmd != BIO_WRITE || io->meta == NULL || io->meta_len != len) {
+				DM_LOG(sc, "core issued a malformed metadata I/O: refused");
+				g_dmirror_synth(sc, io->token, io->leg, EIO);
+				return (0);
+			}
+			data = (caddr_t)(uintptr_t)io->meta;
+			break;
+		default:
+			DM_LOG(sc, "core issued a data I/O without a buffer: refused");
 			g_dmirror_synth(sc, io->token, io->leg, EIO);
 			return (0);
 		}
-		data = pbp->bio_data + io->offset;
-		break;
-	case DMIRROR_BUF_RESYNC:
-		if (io->resync_slot >= sc->sc_nrbuf || io->offset > sc->sc_rbuf_bytes ||
-		    len > sc->sc_rbuf_bytes - io->offset) {
-			DM_LOG(sc, "core issued an I/O outside its resync buffer: refused");
-			g_dmirror_synth(sc, io->token, io->leg, EIO);
-			return (0);
-		}
-		data = (caddr_t)sc->sc_rbuf[io->resync_slot] + io->offset;
-		break;
-	case DMIRROR_BUF_META:
-		if (cmd != BIO_WRITE || io->meta == NULL || io->meta_len != len) {
-			DM_LOG(sc, "core issued a malformed metadata I/O: refused");
-			g_dmirror_synth(sc, io->token, io->leg, EIO);
-			return (0);
-		}
-		data = (caddr_t)(uintptr_t)io->meta;
-		break;
-	case DMIRROR_BUF_NONE:
-		if (cmd == BIO_READ || cmd == BIO_WRITE) {
-			g_dmirror_synth(sc, io->token, io->leg, EIO);
-			return (0);
-		}
-		break;
-	default:
-		g_dmirror_synth(sc, io->token, io->leg, EIO);
-		return (0);
 	}
 	/* Children of a parent are its clones (GEOM accounting, tracing); the rest are new. */
 	bp = pbp != NULL ? g_clone_bio(pbp) : g_new_bio();
@@ -1326,6 +1326,9 @@ g_dmirror_req_run(struct g_dmirror_softc *sc, struct g_dmirror_req *r)
 			return (EINVAL);
 		if (r->stage == 0) {
 			if (leg->cp != NULL && leg->cp != r->cp) {
+				/* The old device of this slot went away and is being let go. */
+				if ((leg->cp->flags & G_CF_ORPHAN) != 0 && r->retries++ < 100)
+					return (EAGAIN);
 				snprintf(r->msg, sizeof(r->msg), "%s: slot %u already has a device",
 				    sc->sc_name, r->leg);
 				rc = EEXIST;
@@ -1915,7 +1918,8 @@ g_dmirror_worker(void *arg)
 		g_dmirror_detach_drained(sc);
 
 		/* label: publish once the first flush is back */
-		if (sc->sc_label && sc->sc_startreq != NULL && !sc->sc_flush_wait && error == 0) {
+		if (sc->sc_label && sc->sc_startreq != NULL && !sc->sc_flush_wait && error == 0 &&
+		    sc->sc_exitreq == NULL) {
 			if (sc->sc_flush_error != 0) {
 				snprintf(msg, sizeof(msg), "%s: metadata could not be written to "
 				    "any leg (error %d)", sc->sc_name, sc->sc_flush_error);
@@ -2166,7 +2170,8 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 	case DM_RUNNING:
 		/* A leg coming back (hot-plug, or slower than the assembly timeout). */
 		k = id->slot;
-		if (sc->sc_legs[k].cp != NULL) {
+		if (sc->sc_legs[k].cp != NULL &&
+		    (sc->sc_legs[k].cp->flags & G_CF_ORPHAN) == 0) {
 			printf("GEOM_DMIRROR: %s: %s claims leg %u, which has a device: ignored\n",
 			    sc->sc_name, pp->name, k);
 			goto out;
@@ -2245,6 +2250,16 @@ g_dmirror_arg(struct gctl_req *req, int i)
 	if (s == NULL)
 		gctl_error(req, "No 'arg%d' argument.", i);
 	return (s);
+}
+
+/* The provider named by positional argument i (gctl_get_provider takes a parameter name). */
+static struct g_provider *
+g_dmirror_arg_provider(struct gctl_req *req, int i)
+{
+	char param[16];
+
+	snprintf(param, sizeof(param), "arg%d", i);
+	return (gctl_get_provider(req, param));
 }
 
 static int
@@ -2419,7 +2434,7 @@ g_dmirror_ctl_label(struct gctl_req *req, struct g_class *mp)
 		provs[i] = g_dmirror_arg(req, i + 1);
 		if (provs[i] == NULL)
 			return;
-		pps[i] = gctl_get_provider(req, provs[i]);
+		pps[i] = g_dmirror_arg_provider(req, i + 1);
 		if (pps[i] == NULL)
 			return;
 		if (pps[i]->geom->class == mp) {
@@ -2606,7 +2621,7 @@ g_dmirror_ctl_insert(struct gctl_req *req, struct g_class *mp)
 		sc = g_dmirror_ctl_mirror(req, mp, 1);
 		if (sc == NULL)
 			return;
-		pp = gctl_get_provider(req, g_dmirror_arg(req, i));
+		pp = g_dmirror_arg_provider(req, i);
 		if (pp == NULL)
 			return;
 		ss = sc->sc_cfg.sector_size;
@@ -2845,7 +2860,7 @@ g_dmirror_ctl_devices(struct gctl_req *req, struct g_class *mp, int clear)
 		prov = g_dmirror_arg(req, i);
 		if (prov == NULL)
 			break;
-		pp = gctl_get_provider(req, prov);
+		pp = g_dmirror_arg_provider(req, i);
 		if (pp == NULL)
 			break;
 		cp = g_dmirror_tmp_consumer(mp, pp, clear ? "clear" : "dump");
