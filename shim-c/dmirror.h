@@ -361,7 +361,9 @@ const char *dmirror_why_str(uint32_t code);
 /* ---- Assembly from the legs' metadata ---- */
 
 /* Where the two superblock slots of a leg of leg_sectors sectors of sector_size bytes are
- * (absolute sectors) and how many bytes each is. */
+ * (absolute sectors) and how many bytes each is (docs/FORMAT.md). They depend on these two
+ * numbers only, so a shim can read them before knowing anything else. DMIRROR_EINVAL for an
+ * invalid sector size, DMIRROR_ENOSPC if the leg cannot hold two slots. */
 int dmirror_sb_location(uint64_t leg_sectors, uint32_t sector_size, uint64_t *slot0_sector,
     uint64_t *slot1_sector, uint64_t *slot_bytes);
 

@@ -57,7 +57,6 @@ pub fn control_error(e: ControlError) -> c_int {
         ControlError::LastLeg => DMIRROR_EPERM,
         ControlError::TooSmall => DMIRROR_ENOSPC,
         ControlError::ShuttingDown => DMIRROR_ESHUTDOWN,
-        ControlError::Busy => DMIRROR_EAGAIN,
     }
 }
 

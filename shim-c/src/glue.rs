@@ -324,8 +324,8 @@ fn why_bytes(code: u32) -> &'static [u8] {
 
 // ---- assembly (waits for the core's on-disk format and assemble logic) ----
 
-/// See dmirror.h. Not implemented yet: the superblock layout (`::dmirror::format`) is not in the
-/// core this was built against; returns `DMIRROR_ENOSYS` after checking its arguments.
+/// See dmirror.h. `DMIRROR_EINVAL` for an invalid sector size, `DMIRROR_ENOSPC` for a leg too
+/// small to hold the two slots.
 ///
 /// # Safety
 /// Pointers NULL or valid for their types.
@@ -337,15 +337,31 @@ pub unsafe extern "C" fn dmirror_sb_location(
     slot1_sector: *mut u64,
     slot_bytes: *mut u64,
 ) -> c_int {
-    let _ = (leg_sectors, sector_size);
-    if slot0_sector.is_null() || slot1_sector.is_null() || slot_bytes.is_null() {
+    let ok = |p: *mut u64| !p.is_null() && p.is_aligned();
+    if !ok(slot0_sector) || !ok(slot1_sector) || !ok(slot_bytes) {
         return DMIRROR_EINVAL;
     }
-    // ENOSYS until ::dmirror::format has the superblock location (format branch).
-    DMIRROR_ENOSYS
+    if !::dmirror::format::valid_sector_size(sector_size) {
+        return DMIRROR_EINVAL;
+    }
+    let sectors = ::dmirror::format::slot_sectors(sector_size);
+    let [s0, s1] = ::dmirror::format::slot_positions(leg_sectors, sector_size);
+    if s0 == 0 && s1 == 0 {
+        return DMIRROR_ENOSPC;
+    }
+    let Some(bytes) = sectors.checked_mul(u64::from(sector_size)) else {
+        return DMIRROR_EINVAL;
+    };
+    // SAFETY: checked non-NULL and aligned; the caller's contract makes them writable.
+    unsafe {
+        ptr::write(slot0_sector, s0);
+        ptr::write(slot1_sector, s1);
+        ptr::write(slot_bytes, bytes);
+    }
+    0
 }
 
-/// See dmirror.h. Not implemented yet: `::dmirror::assemble` is not in the core this was built
+/// See dmirror.h. Not implemented yet: `dmirror::assemble` is not in the core this was built
 /// against; returns `DMIRROR_ENOSYS` after checking its arguments.
 ///
 /// # Safety
@@ -741,12 +757,10 @@ pub unsafe extern "C" fn dmirror_destroy(m: *mut dmirror) -> c_int {
     // runs on it now. Drop the Mirror (ending its borrow of the block) before freeing the block.
     unsafe {
         let g = m.cast::<Glue>();
-        let Glue {
-            ops,
-            ctx,
-            alloc_size,
-            ..
-        } = ptr::read(g);
+        // Field by field: reading the whole Glue would copy the Mirror and drop the copy.
+        let ops = ptr::read(addr_of!((*g).ops));
+        let ctx = ptr::read(addr_of!((*g).ctx));
+        let alloc_size = ptr::read(addr_of!((*g).alloc_size));
         ptr::write(addr_of_mut!((*g).magic), 0);
         ptr::drop_in_place(addr_of_mut!((*g).mirror));
         (ops.free)(ctx, g.cast(), alloc_size);

@@ -33,6 +33,9 @@ pub mod abi;
 pub mod convert;
 pub mod glue;
 
+#[cfg(test)]
+mod tests;
+
 /// The kernel build's panic handler.
 ///
 /// The entry points are written so that no panic is reachable; this exists because `core` needs

@@ -30,23 +30,23 @@ fn staticlib() -> PathBuf {
         .expect("no libdmirror_ffi staticlib")
 }
 
-#[test]
-fn c_program_drives_a_mirror_through_the_header() {
+/// Compiles ffi_test.c once per test binary run (each test builds its own copy: they may run in
+/// parallel) and returns the executable.
+fn build(name: &str) -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let src = manifest.join("../tests/ffi/ffi_test.c");
     let lib = staticlib();
     assert!(lib.exists(), "staticlib not found at {}", lib.display());
     println!("linking {}", lib.display());
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_test");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-
     let build = Command::new(&cc)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
         .arg("-I")
         .arg(&manifest)
         .arg(&src)
         .arg(&lib)
-        .args(["-o"])
+        .arg("-o")
         .arg(&out)
         // What a hosted Rust staticlib needs from the C side (std's runtime pieces).
         .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-lgcc_s"])
@@ -57,8 +57,15 @@ fn c_program_drives_a_mirror_through_the_header() {
         "compiling ffi_test.c failed:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
+    out
+}
 
-    let run = Command::new(&out).output().expect("running ffi_test");
+fn run(mode: &str) {
+    let exe = build(&format!("ffi_test_{mode}"));
+    let run = Command::new(&exe)
+        .arg(mode)
+        .output()
+        .expect("running ffi_test");
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&run.stderr));
@@ -68,7 +75,19 @@ fn c_program_drives_a_mirror_through_the_header() {
     );
     assert!(
         run.status.success(),
-        "ffi_test failed (exit {:?}); see its output above",
+        "ffi_test {mode} failed (exit {:?}); see its output above",
         run.status.code()
     );
+}
+
+/// The scenario with the in-memory region log.
+#[test]
+fn c_program_drives_a_mirror_through_the_header() {
+    run("core");
+}
+
+/// The same scenario with metadata on the legs (superblocks and bitmaps written as META leg I/Os).
+#[test]
+fn c_program_drives_a_mirror_with_metadata_on_the_legs() {
+    run("onlegs");
 }

@@ -60,12 +60,15 @@ impl<'a> Bits<'a> {
         }
     }
 
-    /// Zero the bits past `len` in the last word.
+    /// Zero every bit past `len` (the words may be longer than `len` bits: whole sectors).
     fn trim(&mut self) {
+        let full = (self.len / 64) as usize;
         let rem = self.len % 64;
-        if rem != 0 {
-            if let Some(last) = self.words.last_mut() {
-                *last &= (1u64 << rem) - 1;
+        for (i, w) in self.words.iter_mut().enumerate() {
+            if i > full || (i == full && rem == 0) {
+                *w = 0;
+            } else if i == full {
+                *w &= (1u64 << rem) - 1;
             }
         }
     }
@@ -122,6 +125,13 @@ mod tests {
         assert!(!b.get(129));
         b.fill(true);
         assert_eq!(b.count(), 130);
+        // Words past the length (padding to a whole sector) stay clear.
+        let mut w = [0u64; 4];
+        let mut b2 = Bits::new(&mut w, 70);
+        b2.fill(true);
+        assert_eq!(b2.count(), 70);
+        b2.or_bytes(&[0xff; 32]);
+        assert_eq!(b2.count(), 70);
         b.fill(false);
         b.set_range(3, 100);
         assert_eq!(b.count(), 97);

@@ -166,9 +166,9 @@ impl<'a> Mirror<'a> {
         if l.state.is_active() {
             return Err(ControlError::WrongState);
         }
-        if l.inflight > 0 || l.resync.out > 0 {
-            return Err(ControlError::Busy);
-        }
+        // I/O from before it left may still be in flight: harmless. Its writes belong to unfinished
+        // entries that new writes and copies of the same range are ordered behind, metadata rounds
+        // wait for it, and old copies cannot close a region of the new pass.
         let meta = if self.log.persistent() {
             crate::log::MetaLayout::for_leg(&self.cfg, sectors).ok_or(ControlError::TooSmall)?
         } else {

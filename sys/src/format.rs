@@ -217,15 +217,11 @@ const fn crc_tables() -> [[u32; 256]; 8] {
 
 static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
 
+/// Entry `index & 0xff` of table `T` (< 8).
 #[inline(always)]
-fn tab(table: usize, index: u32) -> u32 {
-    match CRC_TABLES
-        .get(table)
-        .and_then(|t| t.get((index & 0xff) as usize))
-    {
-        Some(v) => *v,
-        None => 0, // not reachable: table < 8 and index masked to a byte
-    }
+#[allow(clippy::indexing_slicing)] // T < 8 (const) and the index is masked to 0..=255
+fn tab<const T: usize>(index: u32) -> u32 {
+    CRC_TABLES[T][(index & 0xff) as usize]
 }
 
 /// CRC32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start):
@@ -238,17 +234,17 @@ pub fn crc32c(crc: u32, bytes: &[u8]) -> u32 {
         w.copy_from_slice(ch);
         let lo = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) ^ c;
         let hi = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
-        c = tab(7, lo)
-            ^ tab(6, lo >> 8)
-            ^ tab(5, lo >> 16)
-            ^ tab(4, lo >> 24)
-            ^ tab(3, hi)
-            ^ tab(2, hi >> 8)
-            ^ tab(1, hi >> 16)
-            ^ tab(0, hi >> 24);
+        c = tab::<7>(lo)
+            ^ tab::<6>(lo >> 8)
+            ^ tab::<5>(lo >> 16)
+            ^ tab::<4>(lo >> 24)
+            ^ tab::<3>(hi)
+            ^ tab::<2>(hi >> 8)
+            ^ tab::<1>(hi >> 16)
+            ^ tab::<0>(hi >> 24);
     }
     for &b in chunks.remainder() {
-        c = tab(0, c ^ u32::from(b)) ^ (c >> 8);
+        c = tab::<0>(c ^ u32::from(b)) ^ (c >> 8);
     }
     !c
 }
@@ -1019,5 +1015,734 @@ impl fmt::Display for UuidDisplay<'_> {
             write!(f, "{b:02x}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::format;
+    use std::string::ToString;
+    use std::vec;
+    use std::vec::Vec;
+
+    const LEG: u64 = 1 << 21; // 1 GiB of 512-byte sectors
+
+    fn uuid(b: u8) -> [u8; 16] {
+        [b; 16]
+    }
+
+    fn leg(b: u8, state: DiskLegState, sectors: u64) -> DiskLeg {
+        DiskLeg {
+            uuid: uuid(b),
+            state,
+            full: false,
+            checkpoint: 0,
+            sectors,
+        }
+    }
+
+    fn name(s: &str) -> [u8; 32] {
+        let mut n = [0u8; 32];
+        n[..s.len()].copy_from_slice(s.as_bytes());
+        n
+    }
+
+    /// A valid two-leg superblock for leg 0.
+    fn sample() -> Superblock {
+        let data = max_data_sectors(LEG, 512, 1024);
+        let legs = [
+            leg(1, DiskLegState::InSync, LEG),
+            leg(2, DiskLegState::InSync, LEG),
+        ];
+        Superblock::new(uuid(9), name("tank"), 512, 1024, data, &legs, 0, 0).unwrap()
+    }
+
+    fn enc(sb: &Superblock) -> Vec<u8> {
+        let mut b = vec![0xAA; SB_BYTES];
+        sb.encode(&mut b).unwrap();
+        b
+    }
+
+    /// Writes a superblock without validating it (to build invalid ones with a good CRC).
+    fn enc_raw(sb: &Superblock) -> Vec<u8> {
+        let mut b = enc(&sample());
+        let mut w = Writer(&mut b);
+        w.put(OFF_SEQ, &sb.seq.to_le_bytes()).unwrap();
+        w.put(OFF_GENERATION, &sb.generation.to_le_bytes()).unwrap();
+        w.put(OFF_MIRROR_UUID, &sb.mirror_uuid).unwrap();
+        w.put(
+            OFF_LEG_INDEX,
+            &[sb.leg_index, sb.nlegs, sb.authoritative, u8::from(sb.clean)],
+        )
+        .unwrap();
+        w.put(OFF_SECTOR_SIZE, &sb.sector_size.to_le_bytes())
+            .unwrap();
+        w.put(OFF_REGION_SECTORS, &sb.region_sectors.to_le_bytes())
+            .unwrap();
+        w.put(OFF_DATA_SECTORS, &sb.data_sectors.to_le_bytes())
+            .unwrap();
+        w.put(OFF_BITMAP_START, &sb.bitmap_start.to_le_bytes())
+            .unwrap();
+        w.put(OFF_BITMAP_SECTORS, &sb.bitmap_sectors.to_le_bytes())
+            .unwrap();
+        w.put(OFF_TRACKING_START, &sb.tracking_start.to_le_bytes())
+            .unwrap();
+        w.put(OFF_READ_POLICY, &[sb.read_policy]).unwrap();
+        w.put(OFF_READ_POLICY_ARG, &sb.read_policy_arg.to_le_bytes())
+            .unwrap();
+        w.put(OFF_NAME, &sb.name).unwrap();
+        for (k, l) in sb.legs.iter().enumerate() {
+            let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
+            w.put(base + LEG_OFF_UUID, &l.uuid).unwrap();
+            w.put(base + LEG_OFF_STATE, &[l.state as u8, u8::from(l.full)])
+                .unwrap();
+            w.put(base + LEG_OFF_CHECKPOINT, &l.checkpoint.to_le_bytes())
+                .unwrap();
+            w.put(base + LEG_OFF_SECTORS, &l.sectors.to_le_bytes())
+                .unwrap();
+        }
+        fix_crc(&mut b);
+        b
+    }
+
+    fn fix_crc(b: &mut [u8]) {
+        b[OFF_CRC..OFF_CRC + 4].fill(0);
+        let c = crc32c(0, &b[..SB_BYTES]);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&c.to_le_bytes());
+    }
+
+    fn crc_bitwise(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ CRC32C_POLY
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn crc32c_check_value_and_chaining() {
+        assert_eq!(crc32c(0, b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(0, b""), 0);
+        // RFC 3720 B.4: 32 bytes of zeros, of 0xff.
+        assert_eq!(crc32c(0, &[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(0, &[0xffu8; 32]), 0x62A8_AB43);
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 999, 1000] {
+            let whole = crc32c(0, &data[..len]);
+            assert_eq!(whole, crc_bitwise(&data[..len]), "len {len}");
+            for cut in [0, len / 3, len / 2, len] {
+                assert_eq!(crc32c(crc32c(0, &data[..cut]), &data[cut..len]), whole);
+            }
+        }
+    }
+
+    #[test]
+    fn layout_offsets_are_pinned() {
+        // The documented offsets (docs/FORMAT.md); changing one is a new format version.
+        assert_eq!(
+            [
+                OFF_SEQ,
+                OFF_GENERATION,
+                OFF_MIRROR_UUID,
+                OFF_LEG_INDEX,
+                OFF_SECTOR_SIZE
+            ],
+            [16, 24, 32, 48, 52]
+        );
+        assert_eq!(
+            [OFF_REGION_SECTORS, OFF_DATA_SECTORS, OFF_BITMAP_START],
+            [56, 64, 72]
+        );
+        assert_eq!(
+            [OFF_BITMAP_SECTORS, OFF_TRACKING_START, OFF_READ_POLICY],
+            [80, 88, 96]
+        );
+        assert_eq!(
+            [OFF_READ_POLICY_ARG, OFF_NAME, OFF_LEGS, OFF_TAIL],
+            [100, 104, 256, 1536]
+        );
+        let b = enc(&sample());
+        assert_eq!(&b[..8], b"DMIRROR\x01");
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(b[52..56].try_into().unwrap()), 512);
+        assert_eq!(&b[OFF_LEGS..OFF_LEGS + 16], &[1u8; 16]);
+        assert_eq!(b[OFF_LEGS + LEG_OFF_STATE], 1);
+        assert_eq!(&b[OFF_LEGS + 40..OFF_LEGS + 56], &[2u8; 16]);
+        assert!(b[OFF_TAIL..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut sb = sample();
+        sb.seq = 0x0102_0304_0506_0708;
+        sb.generation = 77;
+        sb.clean = false;
+        sb.authoritative = 1;
+        sb.read_policy = READ_SPLIT;
+        sb.read_policy_arg = 64;
+        sb.legs[1].state = DiskLegState::Rebuilding;
+        sb.legs[1].full = true;
+        sb.legs[1].checkpoint = 17;
+        sb.legs[2] = leg(3, DiskLegState::Missing, LEG + 12345);
+        sb.nlegs = 4;
+        sb.legs[3] = leg(4, DiskLegState::Failed, LEG * 2);
+        let b = enc(&sb);
+        let d = Superblock::decode(&b).unwrap();
+        assert_eq!(d, sb);
+        assert_eq!(d.leg_uuid(), uuid(1));
+        assert_eq!(d.read_policy(), Some(ReadPolicy::Split { min_sectors: 64 }));
+        // A larger slot buffer: the bytes past SB_BYTES are ignored, and encode leaves them.
+        let mut big = vec![0x55u8; 8192];
+        sb.encode(&mut big).unwrap();
+        assert!(big[SB_BYTES..].iter().all(|&x| x == 0x55));
+        assert_eq!(Superblock::decode(&big).unwrap(), sb);
+        // Retargeted at leg 3: other positions (its size differs), same state.
+        let s3 = sb.for_leg(3).unwrap();
+        assert_eq!(s3.leg_uuid(), uuid(4));
+        assert_ne!(s3.bitmap_start, sb.bitmap_start);
+        assert_eq!(Superblock::decode(&enc(&s3)).unwrap(), s3);
+        for p in [
+            ReadPolicy::RoundRobin { batch: 8 },
+            ReadPolicy::Load,
+            ReadPolicy::Prefer { leg: 1 },
+            ReadPolicy::Split { min_sectors: 9 },
+        ] {
+            let mut s = sample();
+            (s.read_policy, s.read_policy_arg) = encode_read_policy(p);
+            assert_eq!(Superblock::decode(&enc(&s)).unwrap().read_policy(), Some(p));
+        }
+    }
+
+    #[test]
+    fn leg_state_conversions() {
+        for s in [
+            DiskLegState::Empty,
+            DiskLegState::InSync,
+            DiskLegState::Rebuilding,
+            DiskLegState::Failed,
+            DiskLegState::Missing,
+        ] {
+            assert_eq!(DiskLegState::from(LegState::from(s)), s);
+            assert_eq!(DiskLegState::try_from(s as u8), Ok(s));
+        }
+        assert_eq!(
+            DiskLegState::try_from(5),
+            Err(FormatError::BadField("leg state"))
+        );
+        assert_eq!(DiskLeg::default(), DiskLeg::EMPTY);
+    }
+
+    #[test]
+    fn header_rejections() {
+        let good = enc(&sample());
+        assert_eq!(
+            Superblock::decode(&good[..SB_BYTES - 1]),
+            Err(FormatError::Truncated)
+        );
+        assert_eq!(
+            sample().encode(&mut [0u8; 100]),
+            Err(FormatError::Truncated)
+        );
+        assert_eq!(
+            Superblock::decode(&[0u8; SB_BYTES]),
+            Err(FormatError::Blank)
+        );
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(Superblock::decode(&b), Err(FormatError::BadMagic));
+        let mut b = good.clone();
+        b[OFF_VERSION] = 2;
+        let e = Superblock::decode(&b).unwrap_err();
+        assert_eq!(e, FormatError::UnsupportedVersion(2));
+        assert!(e.to_string().contains("version 2 is newer"), "{e}");
+        b[OFF_VERSION] = 0;
+        assert_eq!(
+            Superblock::decode(&b),
+            Err(FormatError::UnsupportedVersion(0))
+        );
+        for at in [OFF_SEQ, OFF_NAME, OFF_LEGS + 3, 4095] {
+            let mut b = good.clone();
+            b[at] ^= 0x10;
+            assert_eq!(
+                Superblock::decode(&b),
+                Err(FormatError::BadChecksum),
+                "byte {at}"
+            );
+        }
+        let mut b = good.clone();
+        b[OFF_CRC] ^= 1;
+        assert_eq!(Superblock::decode(&b), Err(FormatError::BadChecksum));
+    }
+
+    #[test]
+    fn raw_byte_rejections() {
+        let good = enc(&sample());
+        let cases: [(usize, u8, &str); 8] = [
+            (OFF_RESERVED1, 1, "reserved"),
+            (OFF_RESERVED2 + 5, 1, "reserved"),
+            (OFF_TAIL, 1, "reserved"),
+            (SB_BYTES - 1, 1, "reserved"),
+            (OFF_LEGS + LEG_OFF_RESERVED, 1, "reserved"),
+            (OFF_LEGS + LEG_OFF_STATE, 9, "leg state"),
+            (OFF_LEGS + LEG_OFF_FULL, 2, "leg full"),
+            (OFF_CLEAN, 2, "clean"),
+        ];
+        for (at, v, field) in cases {
+            let mut b = good.clone();
+            b[at] = v;
+            fix_crc(&mut b);
+            assert_eq!(
+                Superblock::decode(&b),
+                Err(FormatError::BadField(field)),
+                "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn field_rejections() {
+        let base = sample();
+        let r = base.regions();
+        type Mutate = fn(&mut Superblock);
+        let cases: Vec<(Mutate, FormatError)> = vec![
+            (
+                |s| s.mirror_uuid = [0; 16],
+                FormatError::BadField("mirror_uuid"),
+            ),
+            (|s| s.nlegs = 0, FormatError::BadField("nlegs")),
+            (|s| s.nlegs = 33, FormatError::BadField("nlegs")),
+            (|s| s.leg_index = 2, FormatError::BadField("leg_index")),
+            (
+                |s| s.authoritative = 2,
+                FormatError::BadField("authoritative"),
+            ),
+            (
+                |s| s.sector_size = 1000,
+                FormatError::BadField("sector_size"),
+            ),
+            (
+                |s| s.sector_size = 256,
+                FormatError::BadField("sector_size"),
+            ),
+            (
+                |s| s.sector_size = 131072,
+                FormatError::BadField("sector_size"),
+            ),
+            (
+                |s| s.region_sectors = 3,
+                FormatError::BadField("region_sectors"),
+            ),
+            (
+                |s| s.region_sectors = 0,
+                FormatError::BadField("region_sectors"),
+            ),
+            (
+                |s| s.data_sectors = 0,
+                FormatError::BadField("data_sectors"),
+            ),
+            (
+                |s| {
+                    s.region_sectors = 1;
+                    s.data_sectors = MAX_REGIONS + 1;
+                },
+                FormatError::TooManyRegions { regions: 0 }, // regions patched below
+            ),
+            (
+                |s| s.legs[5].sectors = 1,
+                FormatError::BadField("leg table (empty slot not zeroed)"),
+            ),
+            (
+                |s| s.legs[1].state = DiskLegState::Empty,
+                FormatError::BadField("leg table (empty slot not zeroed)"),
+            ),
+            (
+                |s| s.legs[1].uuid = [0; 16],
+                FormatError::BadField("leg uuid"),
+            ),
+            (
+                |s| s.legs[1].uuid = [1; 16],
+                FormatError::BadField("leg uuid (duplicate)"),
+            ),
+            (
+                |s| s.legs[1].full = true,
+                FormatError::BadField("leg rebuild (set on a leg not rebuilding)"),
+            ),
+            (
+                |s| s.legs[1].checkpoint = 1,
+                FormatError::BadField("leg rebuild (set on a leg not rebuilding)"),
+            ),
+            (
+                |s| {
+                    s.legs[1].state = DiskLegState::Rebuilding;
+                    s.legs[1].checkpoint = s.regions() + 1;
+                },
+                FormatError::BadField("leg checkpoint"),
+            ),
+            (
+                |s| s.legs[1].sectors = 100,
+                FormatError::BadField("leg sectors"),
+            ),
+            (
+                |s| s.bitmap_start += 1,
+                FormatError::BadField("bitmap_start"),
+            ),
+            (
+                |s| s.bitmap_sectors += 1,
+                FormatError::BadField("bitmap_sectors"),
+            ),
+            (
+                |s| s.tracking_start -= 1,
+                FormatError::BadField("tracking_start"),
+            ),
+            (|s| s.read_policy = 4, FormatError::BadField("read_policy")),
+            (
+                |s| s.read_policy_arg = 0,
+                FormatError::BadField("read_policy"),
+            ),
+            (
+                |s| {
+                    s.read_policy = READ_PREFER;
+                    s.read_policy_arg = 2;
+                },
+                FormatError::BadField("read_policy"),
+            ),
+            (
+                |s| {
+                    s.read_policy = READ_LOAD;
+                    s.read_policy_arg = 1;
+                },
+                FormatError::BadField("read_policy"),
+            ),
+            (
+                |s| s.name[31] = b'x',
+                FormatError::BadField("name (not NUL padded)"),
+            ),
+        ];
+        for (i, (mutate, want)) in cases.into_iter().enumerate() {
+            let mut s = base;
+            mutate(&mut s);
+            let want = match want {
+                FormatError::TooManyRegions { .. } => FormatError::TooManyRegions {
+                    regions: s.data_sectors,
+                },
+                w => w,
+            };
+            assert_eq!(s.validate(), Err(want), "case {i}");
+            assert_eq!(
+                s.encode(&mut [0u8; SB_BYTES]),
+                Err(want),
+                "case {i}: encode"
+            );
+            assert_eq!(
+                Superblock::decode(&enc_raw(&s)),
+                Err(want),
+                "case {i}: decode"
+            );
+            assert!(!want.to_string().is_empty());
+        }
+        assert!(r > 0);
+        // The own slot may not be empty (but may be any other state).
+        let mut s = base;
+        s.leg_index = 1;
+        s.legs[1] = DiskLeg::EMPTY;
+        assert_eq!(
+            Superblock::decode(&enc_raw(&s)),
+            Err(FormatError::BadField("leg_index (own slot is empty)"))
+        );
+        for st in [
+            DiskLegState::Failed,
+            DiskLegState::Missing,
+            DiskLegState::Rebuilding,
+        ] {
+            let mut s = base;
+            s.legs[0].state = st;
+            assert_eq!(Superblock::decode(&enc(&s)).unwrap().own().state, st);
+        }
+    }
+
+    #[test]
+    fn newest_picks_valid_higher_seq_in_the_right_slot() {
+        let mut s0 = sample();
+        s0.seq = 10;
+        let mut s1 = sample();
+        s1.seq = 11;
+        s1.generation = 2;
+        let (b0, b1) = (enc(&s0), enc(&s1));
+        let d = |b: &[u8]| Superblock::decode(b);
+        assert_eq!(newest(d(&b0), d(&b1)).unwrap().seq, 11);
+        s0.seq = 12;
+        let b0 = enc(&s0);
+        assert_eq!(newest(d(&b0), d(&b1)).unwrap().seq, 12);
+        // A torn write of the newest slot (seq 13 into slot 1): the previous state is read.
+        let mut s13 = s1;
+        s13.seq = 13;
+        // Sector 0 (seq, CRC) written, sector 1 still holding garbage from an older write.
+        let mut torn = enc(&s13);
+        torn[512..1024].fill(0xEE);
+        assert_eq!(d(&torn), Err(FormatError::BadChecksum));
+        assert_eq!(newest(d(&b0), d(&torn)).unwrap().seq, 12);
+        // A superblock in the wrong slot is not believed.
+        assert_eq!(
+            newest(d(&b1), d(&b0)),
+            Err(FormatError::WrongSlot { seq: 11, slot: 0 })
+        );
+        assert_eq!(newest(d(&b0), d(&b0)).unwrap().seq, 12);
+        // Both bad: the more informative error.
+        let blank = [0u8; SB_BYTES];
+        assert_eq!(newest(d(&blank), d(&torn)), Err(FormatError::BadChecksum));
+        assert_eq!(newest(d(&torn), d(&blank)), Err(FormatError::BadChecksum));
+        assert_eq!(newest(d(&blank), d(&blank)), Err(FormatError::Blank));
+        let mut junk = vec![1u8; SB_BYTES];
+        junk[0] = 0;
+        assert_eq!(newest(d(&blank), d(&junk)), Err(FormatError::BadMagic));
+        // A newer version in either slot refuses the leg, even next to a valid slot.
+        let mut v2 = b1.clone();
+        v2[OFF_VERSION] = 2;
+        assert_eq!(
+            newest(d(&b0), d(&v2)),
+            Err(FormatError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            newest(d(&v2), d(&b1)),
+            Err(FormatError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn default_region_rule() {
+        let max_regions = 1u64 << 20;
+        for data in [
+            0,
+            1,
+            1024,
+            max_regions * 1024,
+            max_regions * 1024 + 1,
+            u64::MAX / 3,
+            u64::MAX,
+        ] {
+            let r = default_region_sectors(data, 512);
+            assert!(r.is_power_of_two() && r >= 1024, "{data}: {r}");
+            assert!(data.div_ceil(r) <= max_regions, "{data}: {r}");
+            // Minimal: half the region would need a bigger bitmap.
+            if r > 1024 {
+                assert!(data.div_ceil(r / 2) > max_regions);
+            }
+        }
+        assert_eq!(default_region_sectors(max_regions * 1024, 512), 1024);
+        assert_eq!(default_region_sectors(max_regions * 1024 + 1, 512), 2048);
+        // Exactly at the boundary the bitmap is 128 KiB: 256 sectors of 512 bytes.
+        let data = max_regions * 1024;
+        let l = layout(data + 10_000, 512, 1024, data).unwrap();
+        assert_eq!(l.regions, max_regions);
+        assert_eq!(l.bitmap_sectors, 256);
+        let l = layout(data + 10_000, 512, 1024, data + 1).unwrap();
+        assert_eq!(l.bitmap_sectors, 257);
+    }
+
+    #[test]
+    fn slot_positions_are_aligned_and_sector_size_independent() {
+        assert_eq!(slot_positions(1000, 512), [984, 992]); // 1000-8 = 992, aligned
+        assert_eq!(slot_positions(1003, 512), [984, 992]); // tail of 3 sectors unused
+        assert_eq!(slot_positions(16, 512), [0, 8]);
+        assert_eq!(slot_positions(15, 512), [0, 0]);
+        assert_eq!(slot_positions(100, 4096), [98, 99]);
+        assert_eq!(slot_positions(100, 8192), [98, 99]);
+        assert_eq!(slot_positions(1, 4096), [0, 0]);
+        assert_eq!(slot_positions(100, 1000), [0, 0]);
+        assert_eq!(
+            slot_positions(u64::MAX, 512),
+            [u64::MAX / 8 * 8 - 16, u64::MAX / 8 * 8 - 8]
+        );
+        // Same byte offsets for 512- and 4096-byte sectors on a 4 KiB-multiple device.
+        for bytes in [1u64 << 30, (1 << 30) + 4096 * 7, 8192] {
+            let a = slot_positions(bytes / 512, 512).map(|s| s * 512);
+            let b = slot_positions(bytes / 4096, 4096).map(|s| s * 4096);
+            assert_eq!(a, b);
+            assert_eq!(b[1], bytes - 4096);
+        }
+    }
+
+    #[test]
+    fn layout_math() {
+        let l = layout(LEG, 512, 1024, 1000).unwrap();
+        assert_eq!(l.slot_sectors, 8);
+        assert_eq!(l.slots, [LEG - 16, LEG - 8]);
+        assert_eq!(l.regions, 1);
+        assert_eq!(l.bitmap_sectors, 1);
+        assert_eq!(l.tracking_start, LEG - 16 - 32);
+        assert_eq!(l.bitmap_start, LEG - 16 - 33);
+        assert_eq!(l.meta_start, l.bitmap_start);
+        assert_eq!(l.tracking(31), Some(LEG - 17));
+        assert_eq!(l.tracking(32), None);
+        // 4K sectors: one-sector slots.
+        let l = layout(1 << 18, 4096, 256, 100_000).unwrap();
+        assert_eq!(
+            (l.slot_sectors, l.slots),
+            (1, [(1 << 18) - 2, (1 << 18) - 1])
+        );
+        assert_eq!(l.regions, 391);
+        assert_eq!(l.bitmap_sectors, 1);
+        assert_eq!(l.bitmap_start, (1 << 18) - 2 - 33);
+        // 64K sectors.
+        let l = layout(1000, 65536, 1, 900).unwrap();
+        assert_eq!(l.slots, [998, 999]);
+        // Tiny legs: the minimum fits, one sector less does not, and the error says the minimum.
+        for (ss, region, data) in [
+            (512u32, 1024u64, 1u64),
+            (512, 1, 5000),
+            (4096, 8, 77),
+            (512, 1024, 100_000),
+        ] {
+            let Err(FormatError::LegTooSmall { needed, actual }) = layout(1, ss, region, data)
+            else {
+                panic!("a 1-sector leg fits");
+            };
+            assert_eq!(actual, 1);
+            assert!(
+                layout(needed, ss, region, data).is_ok(),
+                "{ss} {region} {data}"
+            );
+            assert_eq!(
+                layout(needed - 1, ss, region, data),
+                Err(FormatError::LegTooSmall {
+                    needed,
+                    actual: needed - 1
+                })
+            );
+            assert!(max_data_sectors(needed, ss, region) >= data);
+        }
+        assert_eq!(
+            layout(15, 512, 1024, 1),
+            Err(FormatError::LegTooSmall {
+                needed: 56,
+                actual: 15
+            })
+        );
+        assert_eq!(max_data_sectors(55, 512, 1024), 0);
+        assert_eq!(max_data_sectors(56, 512, 1024), 7); // slot 0 at 40, 33 bitmap sectors below it
+                                                        // Huge legs: no overflow, and data fills the leg up to the metadata.
+        let huge = u64::MAX;
+        let region = default_region_sectors(huge, 512);
+        let d = max_data_sectors(huge, 512, region);
+        let l = layout(huge, 512, region, d).unwrap();
+        assert_eq!(l.meta_start, d);
+        assert!(layout(huge, 512, region, d + 1).is_err());
+        assert!(l.regions <= 1 << 20);
+        // Too many regions.
+        assert_eq!(
+            layout(huge, 512, 1, MAX_REGIONS + 1),
+            Err(FormatError::TooManyRegions {
+                regions: MAX_REGIONS + 1
+            })
+        );
+        assert_eq!(
+            layout(LEG, 512, 6, 10),
+            Err(FormatError::BadField("region_sectors"))
+        );
+        assert_eq!(
+            layout(LEG, 0, 8, 10),
+            Err(FormatError::BadField("sector_size"))
+        );
+        assert_eq!(
+            layout(LEG, 512, 8, 0),
+            Err(FormatError::BadField("data_sectors"))
+        );
+    }
+
+    #[test]
+    fn max_data_is_the_largest_that_fits() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let leg = x % (1 << 40);
+            let ss = 512u32 << (x % 8);
+            let region = 1u64 << ((x >> 8) % 24);
+            let d = max_data_sectors(leg, ss, region);
+            if d == 0 {
+                assert!(layout(leg, ss, region, 1).is_err());
+                continue;
+            }
+            let l = layout(leg, ss, region, d).unwrap();
+            assert!(l.meta_start >= d && l.slots[1] + l.slot_sectors <= leg);
+            assert!(
+                layout(leg, ss, region, d + 1).is_err(),
+                "{leg} {ss} {region} {d}"
+            );
+        }
+    }
+
+    #[test]
+    fn bitmaps() {
+        assert_eq!(check_bitmap(&[0xff, 0x0f], 12), Ok(()));
+        assert_eq!(
+            check_bitmap(&[0xff, 0x1f], 12),
+            Err(FormatError::BitmapBitsPastEnd { region: 12 })
+        );
+        assert_eq!(
+            check_bitmap(&[0xff, 0x0f, 0, 0x80], 12),
+            Err(FormatError::BitmapBitsPastEnd { region: 31 })
+        );
+        assert_eq!(check_bitmap(&[0xff, 0xff], 16), Ok(()));
+        assert_eq!(
+            check_bitmap(&[0xff, 0xff, 1], 16),
+            Err(FormatError::BitmapBitsPastEnd { region: 16 })
+        );
+        assert_eq!(
+            check_bitmap(&[0xff], 9),
+            Err(FormatError::BitmapTooShort {
+                needed: 2,
+                actual: 1
+            })
+        );
+        assert_eq!(check_bitmap(&[], 0), Ok(()));
+        assert_eq!(
+            check_bitmap(&[1], 0),
+            Err(FormatError::BitmapBitsPastEnd { region: 0 })
+        );
+        let mut a = [0b0001u8, 0, 0xf0];
+        or_into(&mut a, &[0b0100, 0x80]);
+        assert_eq!(a, [0b0101, 0x80, 0xf0]);
+    }
+
+    #[test]
+    fn every_error_displays_a_sentence() {
+        let all = [
+            FormatError::Truncated,
+            FormatError::Blank,
+            FormatError::BadMagic,
+            FormatError::UnsupportedVersion(3),
+            FormatError::UnsupportedVersion(0),
+            FormatError::BadChecksum,
+            FormatError::BadField("x"),
+            FormatError::WrongSlot { seq: 1, slot: 0 },
+            FormatError::LegTooSmall {
+                needed: 2,
+                actual: 1,
+            },
+            FormatError::TooManyRegions { regions: 5 },
+            FormatError::BitmapTooShort {
+                needed: 2,
+                actual: 1,
+            },
+            FormatError::BitmapBitsPastEnd { region: 7 },
+        ];
+        for e in all {
+            let s = e.to_string();
+            assert!(s.len() > 10, "{e:?}: {s}");
+        }
+        assert_eq!(
+            format!("{}", UuidDisplay(&[0xab; 16])),
+            "abababab-abab-abab-abab-abababababab"
+        );
     }
 }

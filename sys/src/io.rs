@@ -1,7 +1,7 @@
 //! Parent I/O paths: admission and ordering, write groups, reads with fallback and repair,
 //! flushes, discards, and the completion of leg I/Os. See `mirror.rs` for the rules.
 use crate::host::Host;
-use crate::mirror::{bit, Kind, Lio, Mirror, Parent, Phase, Role, Shutdown, Tx, NIL};
+use crate::mirror::{bit, Kind, Lio, Mirror, Parent, Phase, Role, Shutdown, NIL};
 use crate::types::*;
 
 impl<'a> Mirror<'a> {
@@ -321,6 +321,9 @@ impl<'a> Mirror<'a> {
 
     /// Legs that may serve `[sector, sector + count)`: active and in sync for every region.
     pub(crate) fn read_candidates(&self, sector: u64, count: u32) -> u32 {
+        if self.log.total_out_of_sync() == 0 {
+            return self.active_mask();
+        }
         let mut m = 0;
         let regs = self.regions_of(sector, count);
         for k in 0..self.cfg.legs {
@@ -590,15 +593,8 @@ impl<'a> Mirror<'a> {
         if let Some(p) = self.parents.get_mut(pi as usize) {
             p.need_journal = need_journal;
             p.need_super = need_super;
-            for k in 0..MAX_LEGS {
-                if let Some(t) = p.tx.get_mut(k) {
-                    *t = if active & bit(k as u8) != 0 {
-                        Tx::Journal
-                    } else {
-                        Tx::None
-                    };
-                }
-            }
+            p.members = active;
+            p.tx_journal = active;
         }
         self.advance(host, pi);
     }
@@ -618,9 +614,8 @@ impl<'a> Mirror<'a> {
             };
             if let Some(p) = self.parents.get_mut(pi as usize) {
                 p.outstanding += 1;
-                if let Some(t) = p.tx.get_mut(usize::from(k)) {
-                    *t = Tx::Data;
-                }
+                p.members |= bit(k);
+                p.tx_data |= bit(k);
             }
             self.issue_data(host, li, LegOp::Flush, 0, 0, 0, false, BufRef::None);
         }
@@ -630,43 +625,48 @@ impl<'a> Mirror<'a> {
     /// Move every transaction of a write group (or flush) as far as it can go; complete the
     /// parent when all are Done.
     pub(crate) fn advance<H: Host>(&mut self, host: &mut H, pi: u32) {
-        let Some(p) = self.parents.get(pi as usize).copied() else {
+        let Some(p) = self.parents.get(pi as usize) else {
             return;
         };
         if p.phase != Phase::Running {
             return;
         }
-        for k in 0..self.cfg.legs {
-            let Some(tx) = p.tx.get(usize::from(k)).copied() else {
-                continue;
-            };
-            let next = match tx {
-                Tx::Journal if !self.leg_state(k).is_active() => Tx::Super,
-                Tx::Journal if self.log.durable_on(k, p.need_journal) => {
-                    self.issue_group_data(host, pi, k);
-                    Tx::Data
-                }
-                _ => tx,
-            };
-            let next = if next == Tx::Super && self.log.completed() >= self.current_need_super(pi) {
-                Tx::Done
-            } else {
-                next
-            };
-            if let Some(pm) = self.parents.get_mut(pi as usize) {
-                if let Some(t) = pm.tx.get_mut(usize::from(k)) {
-                    *t = next;
-                }
+        let (mut journal, need_journal, need_super) = (p.tx_journal, p.need_journal, p.need_super);
+        // Journal → Data when the marks are durable on that leg; → Super when the leg left.
+        let mut to_data = 0;
+        let mut to_super = 0;
+        while journal != 0 {
+            let k = journal.trailing_zeros() as u8;
+            journal &= journal - 1;
+            if !self.leg_state(k).is_active() {
+                to_super |= bit(k);
+            } else if self.log.durable_on(k, need_journal) {
+                to_data |= bit(k);
             }
         }
+        // A member that left must be recorded as out before the group may complete.
+        let need_super = if to_super != 0 {
+            need_super.max(self.log.state_need())
+        } else {
+            need_super
+        };
+        let super_done = self.log.completed() >= need_super;
+        if let Some(p) = self.parents.get_mut(pi as usize) {
+            p.need_super = need_super;
+            p.tx_journal &= !(to_data | to_super);
+            p.tx_data |= to_data;
+            p.tx_super |= to_super;
+            if super_done {
+                p.tx_super = 0;
+            }
+        }
+        let mut d = to_data;
+        while d != 0 {
+            let k = d.trailing_zeros() as u8;
+            d &= d - 1;
+            self.issue_group_data(host, pi, k);
+        }
         self.maybe_finish(host, pi);
-    }
-
-    fn current_need_super(&self, pi: u32) -> u64 {
-        self.parents
-            .get(pi as usize)
-            .map(|p| p.need_super)
-            .unwrap_or(0)
     }
 
     fn issue_group_data<H: Host>(&mut self, host: &mut H, pi: u32, k: u8) {
@@ -721,19 +721,17 @@ impl<'a> Mirror<'a> {
             if result.is_err() {
                 p.need_super = p.need_super.max(need);
             }
-            if let Some(t) = p.tx.get_mut(usize::from(l.leg)) {
-                *t = Tx::Super;
-            }
+            // Data → Super (Done at once in `advance` when no change is pending).
+            p.tx_data &= !bit(l.leg);
+            p.tx_super |= bit(l.leg);
         }
         #[cfg(any(test, feature = "mutants"))]
         if self.mutant == crate::Mutant::CompleteEarly {
             // Planted bug: complete the group as soon as one leg reported.
             if let Some(p) = self.parents.get_mut(pi as usize) {
-                for t in p.tx.iter_mut() {
-                    if *t != Tx::None {
-                        *t = Tx::Done;
-                    }
-                }
+                p.tx_journal = 0;
+                p.tx_data = 0;
+                p.tx_super = 0;
                 p.outstanding = 0;
             }
             self.maybe_finish(host, pi);
@@ -750,10 +748,7 @@ impl<'a> Mirror<'a> {
         if p.kind == Kind::Free || p.phase != Phase::Running || p.outstanding != 0 {
             return;
         }
-        if p.tx
-            .iter()
-            .any(|t| matches!(t, Tx::Journal | Tx::Data | Tx::Super))
-        {
+        if p.tx_pending() {
             return;
         }
         if p.kind == Kind::Resync {
@@ -764,6 +759,12 @@ impl<'a> Mirror<'a> {
                 Some(e) => Err(e),
                 None => Ok(()),
             },
+            // Every member wrote it: the common case.
+            Kind::Write | Kind::Discard
+                if p.ok == p.members && self.log.total_out_of_sync() == 0 =>
+            {
+                Ok(())
+            }
             Kind::Write | Kind::Discard => {
                 // Success needs a leg that was in sync for the range and wrote it.
                 let good = self.read_candidates(p.sector, p.count)

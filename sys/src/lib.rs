@@ -24,6 +24,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod assemble;
 pub mod dmtable;
 pub mod format;
 mod types;

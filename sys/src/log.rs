@@ -132,6 +132,9 @@ pub(crate) struct Log<'a> {
     pub(crate) pending: [u32; MAX_LEGS],
     pub(crate) durable: [u64; MAX_LEGS],
     pub(crate) round_flush: bool,
+    /// Metadata I/Os in flight, including those to legs that left the round: the next round
+    /// may not restage their buffers before they complete.
+    pub(crate) meta_inflight: u32,
     /// A newly set bit awaits staging (its round must flush).
     pub(crate) set_pending: bool,
     pub(crate) sb_dirty: bool,
@@ -235,6 +238,7 @@ impl<'a> Log<'a> {
             pending: [0; MAX_LEGS],
             durable: [0; MAX_LEGS],
             round_flush: false,
+            meta_inflight: 0,
             set_pending: false,
             sb_dirty: false,
             seq: 0,
@@ -312,6 +316,11 @@ impl<'a> Log<'a> {
         for k in 0..legs {
             self.recount(k);
         }
+    }
+
+    /// Regions out of sync summed over every leg (0: every leg holds everything, fast paths).
+    pub(crate) fn total_out_of_sync(&self) -> u64 {
+        self.oos.iter().take(usize::from(self.legs)).sum()
     }
 
     pub(crate) fn out_of_sync(&self, k: u8) -> u64 {

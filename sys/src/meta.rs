@@ -51,7 +51,7 @@ impl<'a> Mirror<'a> {
 
     /// Start a round if one is due and none is in flight. True if one started.
     pub(crate) fn meta_pump<H: Host>(&mut self, host: &mut H) -> bool {
-        if !self.log.persistent() || self.log.in_flight {
+        if !self.log.persistent() || self.log.in_flight || self.log.meta_inflight != 0 {
             return false;
         }
         if let Some(g) = self.log.gate {
@@ -144,6 +144,7 @@ impl<'a> Mirror<'a> {
         if let Some(l) = self.lios.get_mut(li as usize) {
             l.round = round;
         }
+        self.log.meta_inflight += 1;
         let token = self.token(li);
         let ss = u64::from(self.cfg.sector_size);
         self.counters.meta_writes += 1;
@@ -192,6 +193,7 @@ impl<'a> Mirror<'a> {
                 if let Some(l) = self.lios.get_mut(li as usize) {
                     l.round = self.log.round;
                 }
+                self.log.meta_inflight += 1;
                 self.counters.meta_flushes += 1;
                 let token = self.token(li);
                 host.issue(&LegIo {
@@ -213,6 +215,8 @@ impl<'a> Mirror<'a> {
         if let Some(d) = self.log.durable.get_mut(usize::from(k)) {
             *d = self.log.round;
         }
+        // Transactions waiting on this leg alone may go on now.
+        self.rescan = true;
         self.log.part &= !bit(k);
         if self.log.part == 0 {
             self.finish_round();
@@ -229,6 +233,11 @@ impl<'a> Mirror<'a> {
 
     pub(crate) fn meta_done<H: Host>(&mut self, host: &mut H, li: u32, l: Lio, result: IoResult) {
         self.free_lio_slot(li);
+        self.log.meta_inflight = self.log.meta_inflight.saturating_sub(1);
+        if self.log.meta_inflight == 0 && !self.log.in_flight {
+            // A round held back by a departed leg's writes may start now.
+            self.rescan = true;
+        }
         if !self.log.in_flight || l.round != self.log.round || self.log.part & bit(l.leg) == 0 {
             return;
         }

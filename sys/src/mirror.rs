@@ -54,8 +54,6 @@ pub enum ControlError {
     TooSmall,
     /// A shutdown is in progress.
     ShuttingDown,
-    /// The leg still has I/O in flight from before; try again shortly.
-    Busy,
 }
 
 pub(crate) const NIL: u32 = u32::MAX;
@@ -83,6 +81,7 @@ pub(crate) enum Phase {
 
 /// The state of one leg's transaction in a write group (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Tx {
     /// This leg is not part of the group.
     None,
@@ -110,7 +109,13 @@ pub(crate) struct Parent {
     pub(crate) reserved: u32,
     /// Leg I/Os in flight for this entry.
     pub(crate) outstanding: u32,
-    pub(crate) tx: [Tx; MAX_LEGS],
+    /// The leg transactions, one bitmask per state (a leg is in at most one; a member of the
+    /// group in none of them is Done). See [`Parent::tx`].
+    pub(crate) tx_journal: u32,
+    pub(crate) tx_data: u32,
+    pub(crate) tx_super: u32,
+    /// Legs of the group (or of the flush).
+    pub(crate) members: u32,
     /// Legs whose data (or flush) succeeded.
     pub(crate) ok: u32,
     /// Round after which this group's write-intent marks are durable.
@@ -138,7 +143,10 @@ impl Parent {
         wnext: NIL,
         reserved: 0,
         outstanding: 0,
-        tx: [Tx::None; MAX_LEGS],
+        tx_journal: 0,
+        tx_data: 0,
+        tx_super: 0,
+        members: 0,
         ok: 0,
         need_journal: 0,
         need_super: 0,
@@ -147,6 +155,28 @@ impl Parent {
         source: 0,
         tried: 0,
     };
+
+    /// The state of leg `k`'s transaction.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn tx(&self, k: u8) -> Tx {
+        let b = bit(k);
+        if self.members & b == 0 {
+            Tx::None
+        } else if self.tx_journal & b != 0 {
+            Tx::Journal
+        } else if self.tx_data & b != 0 {
+            Tx::Data
+        } else if self.tx_super & b != 0 {
+            Tx::Super
+        } else {
+            Tx::Done
+        }
+    }
+
+    /// Some transaction is not Done.
+    pub(crate) fn tx_pending(&self) -> bool {
+        self.tx_journal | self.tx_data | self.tx_super != 0
+    }
 
     pub(crate) fn end(&self) -> u64 {
         self.sector.saturating_add(u64::from(self.count))

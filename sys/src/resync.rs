@@ -100,6 +100,9 @@ impl<'a> Mirror<'a> {
         if self.shutdown != crate::mirror::Shutdown::No {
             return false;
         }
+        if self.log.total_out_of_sync() == 0 {
+            return false;
+        }
         let mut progress = false;
         let chunk = u64::from(self.cfg.resync.chunk_sectors).min(self.cfg.region_sectors);
         for e in 0..self.cfg.resync.max_inflight {

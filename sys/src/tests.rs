@@ -718,3 +718,57 @@ fn superblock_of_a_fresh_mirror_encodes() {
     let back = crate::format::Superblock::decode(&buf).unwrap();
     assert_eq!(back, sb);
 }
+
+/// The leg transaction walks Journal → Data → (Super) → Done, one step at a time.
+#[test]
+fn leg_transaction_states_one_by_one() {
+    use crate::mirror::Tx;
+    let mut h = TestHost::new(2, 2048, 512);
+    let (c, ls) = persistent_setup(&mut h);
+    mirror!(m, mem, c, Init::fresh(2, ls, true));
+    m.start(&mut h);
+    h.run(&mut m);
+    write(&mut h, &mut m, 1, 0, 4, 1);
+    let pi = m.head;
+    let tx = |m: &Mirror<'_>, k| m.parents[pi as usize].tx(k);
+    assert_eq!(
+        (tx(&m, 0), tx(&m, 1)),
+        (Tx::Journal, Tx::Journal),
+        "clean region: journal first"
+    );
+    // Leg 0's bitmap write, then its flush: leg 0 moves to Data alone.
+    let find = |h: &TestHost, leg: u8, op: LegOp| {
+        h.pending
+            .iter()
+            .position(|(io, _)| io.leg == leg && io.op == op)
+            .unwrap()
+    };
+    let i = find(&h, 0, LegOp::Write);
+    let (io, _) = h.pending.remove(i).unwrap();
+    m.leg_done(&mut h, io.token, Ok(()));
+    assert_eq!(tx(&m, 0), Tx::Journal, "bitmap written but not flushed yet");
+    let i = find(&h, 0, LegOp::Flush);
+    let (io, _) = h.pending.remove(i).unwrap();
+    m.leg_done(&mut h, io.token, Ok(()));
+    assert_eq!((tx(&m, 0), tx(&m, 1)), (Tx::Data, Tx::Journal));
+    // Leg 0's data write completes: no state change pending, so Super is skipped.
+    let i = h
+        .pending
+        .iter()
+        .position(|(io, _)| io.leg == 0 && matches!(io.buf, BufRef::Parent { .. }))
+        .unwrap();
+    let (io, _) = h.pending.remove(i).unwrap();
+    m.leg_done(&mut h, io.token, Ok(()));
+    assert_eq!(tx(&m, 0), Tx::Done);
+    assert_eq!(h.completed(1), None);
+    // Leg 1 fails its bitmap write: it leaves, its transaction waits in Super for the
+    // superblock that records it, then the parent completes (successfully, on leg 0).
+    h.fail[1] = Some(IoError::Io);
+    let i = find(&h, 1, LegOp::Write);
+    let (io, _) = h.pending.remove(i).unwrap();
+    m.leg_done(&mut h, io.token, Err(IoError::Io));
+    assert_eq!(tx(&m, 1), Tx::Super);
+    assert_eq!(h.completed(1), None, "not before the failure is durable");
+    h.run(&mut m);
+    assert_eq!(h.completed(1), Some(Ok(())));
+}

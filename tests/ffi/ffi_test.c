@@ -15,6 +15,9 @@
  * Leg I/Os are never completed inside the issue callback: they are queued and completed later, in
  * a pseudo-random order, from the main loop (the header's rule for synchronous devices).
  *
+ * Run as `ffi_test core` (in-memory region log) or `ffi_test onlegs` (superblocks and bitmaps on
+ * the legs: the metadata leg I/Os go through the same emulated legs).
+ *
  * Output: one "ok N - ..." or "not ok N - ..." line per check; exit status 1 if any failed.
  */
 #include <stdint.h>
@@ -97,6 +100,7 @@ struct host {
 	uint32_t rng;
 	uint64_t leg_reads[NLEGS];
 	uint64_t leg_writes[NLEGS];
+	uint64_t meta_writes;
 };
 
 static struct host H;
@@ -228,7 +232,7 @@ perform(struct host *h, const struct dmirror_leg_io *io)
 			return DMIRROR_EIO;
 		}
 		memcpy(h->leg[io->leg] + io->sector * SECTOR, io->meta, bytes);
-		h->leg_writes[io->leg]++;
+		h->meta_writes++;
 		return 0;
 	default:
 		h->bad_io++;
@@ -432,7 +436,7 @@ leg_state(struct host *h, int leg)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	struct host *h = &H;
 	struct dmirror_config cfg;
@@ -473,6 +477,14 @@ main(void)
 	cfg.max_parents = 64;
 	cfg.max_leg_ios = 256;
 	cfg.resync_sectors_per_tick = 512; /* the resync spans several ticks */
+	/* "core": in-memory region log; "onlegs": superblocks and bitmaps on the legs (META I/O). */
+	int onlegs = argc > 1 && strcmp(argv[1], "onlegs") == 0;
+	if (argc > 1 && !onlegs && strcmp(argv[1], "core") != 0) {
+		fprintf(stderr, "usage: %s [core|onlegs]\n", argv[0]);
+		return 2;
+	}
+	printf("# region log: %s\n", onlegs ? "on the legs" : "in memory");
+	cfg.log = onlegs ? DMIRROR_REGION_LOG_ON_LEGS : DMIRROR_REGION_LOG_CORE;
 
 	h->resync_slots = cfg.resync_max_inflight;
 	h->resync_bytes = (uint64_t)cfg.resync_chunk_sectors * SECTOR;
@@ -485,6 +497,17 @@ main(void)
 	    init.legs[1].state == DMIRROR_LEG_IN_SYNC && init.legs[2].state == DMIRROR_LEG_EMPTY &&
 	    init.legs[1].sectors == LEG_SECTORS,
 	    "init_fresh: two clean legs, the rest empty");
+
+	uint64_t sb0 = 0, sb1 = 0, sbb = 0;
+	rc = dmirror_sb_location(LEG_SECTORS, SECTOR, &sb0, &sb1, &sbb);
+	check(rc == 0 && sbb >= 4096 && sb1 == sb0 + sbb / SECTOR && sb1 + sbb / SECTOR <= LEG_SECTORS &&
+	    sb0 >= DATA_SECTORS, "sb_location: two adjacent slots at the end of the leg");
+	check(dmirror_sb_location(LEG_SECTORS, 1000, &sb0, &sb1, &sbb) == DMIRROR_EINVAL,
+	    "sb_location refuses sector size 1000");
+	check(dmirror_sb_location(4, SECTOR, &sb0, &sb1, &sbb) == DMIRROR_ENOSPC,
+	    "sb_location: a 4-sector leg is too small");
+	check(dmirror_sb_location(LEG_SECTORS, SECTOR, NULL, &sb1, &sbb) == DMIRROR_EINVAL,
+	    "sb_location(NULL) is EINVAL");
 
 	uint64_t need = 0;
 	rc = dmirror_memory_needed(&cfg, &need, &why);
@@ -563,6 +586,19 @@ main(void)
 	check(over != NULL && run_io(h, DMIRROR_OP_READ, DATA_SECTORS - 4, 8, over, NULL) ==
 	    DMIRROR_EINVAL, "a read beyond the end completes with EINVAL");
 	free(over);
+
+	int meta_ok = 1;
+	for (int l = 0; l < NLEGS; l++) {
+		/* the newest superblock is in one of the two slots: look for the magic */
+		const uint8_t *a = h->leg[l] + sb0 * SECTOR, *b = h->leg[l] + sb1 * SECTOR;
+		if (memcmp(a, "DMIRROR\x01", 8) != 0 && memcmp(b, "DMIRROR\x01", 8) != 0)
+			meta_ok = 0;
+	}
+	if (onlegs)
+		check(meta_ok && h->meta_writes > 0,
+		    "superblocks were written to both legs (META I/O)");
+	else
+		check(h->meta_writes == 0, "no metadata written with the in-memory log");
 
 	/* ---- re-entry from a callback is refused ---- */
 	h->reenter = 1;
@@ -650,7 +686,12 @@ main(void)
 		ticks++;
 	}
 	check(leg_state(h, 1) == DMIRROR_LEG_IN_SYNC, "leg 1 reaches IN_SYNC");
-	printf("# resync took %d ticks\n", ticks);
+	printf("# resync took %d ticks; leg 1: state %u done %llu/%llu out-of-sync regions %llu; "
+	    "in sync %llu of %llu regions, dirty %llu, queue %d\n", ticks, st.leg[1].state,
+	    (unsigned long long)st.leg[1].resync_done, (unsigned long long)st.leg[1].resync_total,
+	    (unsigned long long)st.leg[1].regions_out_of_sync,
+	    (unsigned long long)st.regions_in_sync, (unsigned long long)st.regions,
+	    (unsigned long long)st.dirty_regions, h->nq);
 	check(ticks > 2, "the rate limit spread the resync over several ticks");
 	check(h->events[DMIRROR_EV_LEG_IN_SYNC] >= 1, "a LEG_IN_SYNC event was reported");
 	check(leg_matches(h, 1), "leg 1's data equals what was written");

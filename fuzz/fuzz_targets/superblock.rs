@@ -1,0 +1,104 @@
+//! Fuzzes everything that reads metadata from disk: superblock decoding, the choice between the
+//! two slots, bitmap checks, and assembly of up to four legs.
+//!
+//! Input: one flag byte, then per leg 8 bytes of device size (little-endian) and two slots of
+//! `SLOT_IN` bytes each (zero-padded to a full superblock; a valid superblock is zero past its
+//! leg table anyway, so short inputs reach every field). Flags: bits 0-1 number of legs - 1,
+//! bit 2 recompute each slot's CRC (so field validation is reached), bit 3 read with 4096-byte
+//! sectors, bit 4 name a leg to win a split brain (the UUID of the first valid leg, or the next
+//! 16 input bytes when bit 5 is set).
+#![no_main]
+
+use dmirror::assemble::{assemble, LegRead};
+use dmirror::format::{check_bitmap, crc32c, newest, Superblock, OFF_CRC, SB_BYTES};
+use libfuzzer_sys::fuzz_target;
+
+const SLOT_IN: usize = 1536;
+
+fn slot(input: &[u8], fix_crc: bool) -> [u8; SB_BYTES] {
+    let mut b = [0u8; SB_BYTES];
+    let n = input.len().min(SB_BYTES);
+    b[..n].copy_from_slice(&input[..n]);
+    if fix_crc {
+        b[OFF_CRC..OFF_CRC + 4].fill(0);
+        let c = crc32c(0, &b);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    b
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, mut rest)) = data.split_first() else { return };
+    let nlegs = usize::from(flags & 3) + 1;
+    let fix = flags & 4 != 0;
+    let sector_size = if flags & 8 != 0 { 4096 } else { 512 };
+
+    let mut sizes = [0u64; 4];
+    let mut slots = [[[0u8; SB_BYTES]; 2]; 4];
+    let mut present = 0;
+    for k in 0..nlegs {
+        if rest.len() < 8 {
+            break;
+        }
+        let (size, tail) = rest.split_at(8);
+        sizes[k] = u64::from_le_bytes(size.try_into().unwrap());
+        let take = tail.len().min(SLOT_IN);
+        slots[k][0] = slot(&tail[..take], fix);
+        let tail = &tail[take..];
+        let take1 = tail.len().min(SLOT_IN);
+        slots[k][1] = slot(&tail[..take1], fix);
+        rest = &tail[take1..];
+        present += 1;
+    }
+
+    let mut first_uuid = None;
+    for k in 0..present {
+        let a = Superblock::decode(&slots[k][0]);
+        let b = Superblock::decode(&slots[k][1]);
+        if let Err(e) = &a {
+            assert!(!e.to_string().is_empty());
+        }
+        match newest(a, b) {
+            Ok(sb) => {
+                first_uuid.get_or_insert(sb.leg_uuid());
+                let mut again = [0u8; SB_BYTES];
+                sb.encode(&mut again).expect("a decoded superblock encodes");
+                assert_eq!(Superblock::decode(&again), Ok(sb));
+                let _ = sb.layout();
+                let _ = check_bitmap(&slots[k][1][..sb.bitmap_sectors.min(8) as usize * 512], sb.regions());
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+        let _ = check_bitmap(&slots[k][1], sizes[k] % (1 << 16));
+    }
+
+    let choose = if flags & 16 == 0 {
+        None
+    } else if flags & 32 != 0 && rest.len() >= 16 {
+        Some(rest[..16].try_into().unwrap())
+    } else {
+        first_uuid
+    };
+    let labels = ["leg0", "leg1", "leg2", "leg3"];
+    let reads: Vec<LegRead<'_>> = (0..present)
+        .map(|k| LegRead {
+            label: labels[k],
+            sectors: sizes[k],
+            sector_size,
+            slot0: &slots[k][0],
+            slot1: &slots[k][1],
+        })
+        .collect();
+    match assemble(&reads, choose) {
+        Ok(a) => {
+            let auth = usize::from(a.authoritative);
+            assert_eq!(a.legs[auth].state, dmirror::LegState::InSync);
+            assert!(a.input_of_slot[auth].is_some());
+            let _ = a.init(None, [None; 32]);
+            for k in 0..32u8 {
+                let _ = (a.dirty_read(k), a.tracking_read(k));
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+});

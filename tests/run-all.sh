@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole dmirror test suite: what README.md calls "the test command" and what CI runs.
+# Each stage prints its own results; the script stops at the first failing stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n==== %s\n' "$*"; }
+
+stage "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+stage "unit, simulator, ABI and integration tests"
+cargo test --workspace --release
+
+if [ -x tests/ci-kernel.sh ]; then
+  stage "kernel-target build and object audit"
+  tests/ci-kernel.sh
+fi
+
+if [ -x tests/scenarios/selfcheck.sh ]; then
+  stage "scenario scripts: syntax, shellcheck, self-checks"
+  tests/scenarios/selfcheck.sh
+fi
+
+if [ -x tests/scenarios/run.sh ] && [ -f tests/scenarios/adapters/userland.sh ]; then
+  stage "scenarios through the userland adapter"
+  cargo build --release -p dmirror-cli
+  DMIRROR="$PWD/target/release/dmirror" tests/scenarios/run.sh userland
+fi
+
+for d in geom dragonfly; do
+  if [ -n "${SYSDIR:-}" ] && [ -x "$d/check-build.sh" ]; then
+    stage "$d shim against SYSDIR=$SYSDIR"
+    "$d/check-build.sh"
+  fi
+done
+stage "all stages passed"
