@@ -147,7 +147,9 @@ extern "C" {
 
 /* Flags for dmirror_create(). */
 /* Read the write-intent and tracking bitmaps from the legs through host_ops.meta_read (requires
- * config.log == DMIRROR_REGION_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking. */
+ * config.log == DMIRROR_REGION_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking.
+ * NOT IMPLEMENTED YET in this build: create returns DMIRROR_ENOSYS with this flag (it comes with
+ * dmirror_assemble()). */
 #define DMIRROR_CREATE_LOAD_BITMAPS 0x1u
 
 struct dmirror; /* opaque: one mirror, created by dmirror_create(), freed by dmirror_destroy() */
@@ -397,6 +399,10 @@ struct dmirror_assembly {
  * Decide what mirror the devices in reads[0..nreads) form and fill out. mirror_uuid: NULL to take
  * the only (or newest) mirror found, else only devices of that mirror are used. Stale legs come
  * out REBUILDING/MISSING, never trusted. Never sleeps, no callbacks. why: optional.
+ *
+ * NOT IMPLEMENTED YET in this build: returns DMIRROR_ENOSYS (after checking its arguments) until
+ * the core's assembly logic (dmirror::assemble) is in main. The layout of these structures may
+ * still change with it (DMIRROR_ABI_VERSION would then be bumped).
  */
 int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads,
     const uint8_t *mirror_uuid, struct dmirror_assembly *out, struct dmirror_why *why);
@@ -418,7 +424,8 @@ int dmirror_create(const struct dmirror_config *cfg, const struct dmirror_init *
  * A new parent I/O. 0: accepted; complete() will be called exactly once for it (possibly before
  * this returns, e.g. with DMIRROR_EINVAL for a range beyond the end). DMIRROR_EBUSY: the parent
  * pool is full (or a shutdown is in progress); the shim keeps it, in order, and submits it again
- * after DMIRROR_EV_READY or any completion. DMIRROR_EINVAL: the arguments themselves are bad
+ * after DMIRROR_EV_READY or any completion. Those arrive inside an entry point: note them there
+ * and resubmit after that entry point has returned (never from the callback itself). DMIRROR_EINVAL: the arguments themselves are bad
  * (NULL, unknown op, count > UINT32_MAX); the core did not take it and complete() will not be
  * called: the shim fails it itself.
  */

@@ -132,3 +132,24 @@ const_assert_eq!(offset_of!(dmirror_assembly, config), 0);
 const_assert_eq!(offset_of!(dmirror_assembly, init), 72);
 const_assert_eq!(offset_of!(dmirror_assembly, label), 1952);
 const_assert_eq!(offset_of!(dmirror_assembly, present), 2208);
+
+// The values shims pass to their kernels unchanged: the BSD errno numbers (FreeBSD, NetBSD,
+// DragonFly and OpenBSD agree on all of them), and the codes that cross the boundary.
+const_assert_eq!(DMIRROR_EPERM, 1);
+const_assert_eq!(DMIRROR_ENOENT, 2);
+const_assert_eq!(DMIRROR_EIO, 5);
+const_assert_eq!(DMIRROR_ENXIO, 6);
+const_assert_eq!(DMIRROR_EDEADLK, 11);
+const_assert_eq!(DMIRROR_ENOMEM, 12);
+const_assert_eq!(DMIRROR_EBUSY, 16);
+const_assert_eq!(DMIRROR_ENODEV, 19);
+const_assert_eq!(DMIRROR_EINVAL, 22);
+const_assert_eq!(DMIRROR_ENOSPC, 28);
+const_assert_eq!(DMIRROR_EAGAIN, 35);
+const_assert_eq!(DMIRROR_EOPNOTSUPP, 45);
+const_assert_eq!(DMIRROR_ESHUTDOWN, 58);
+const_assert_eq!(DMIRROR_ENOSYS, 78);
+const_assert_eq!(DMIRROR_LEG_EMPTY, 0);
+const_assert_eq!(DMIRROR_OP_READ, 1);
+const_assert_eq!(DMIRROR_OP_DISCARD, 4);
+const_assert_eq!(DMIRROR_BUF_META, 3);

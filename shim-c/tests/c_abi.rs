@@ -78,6 +78,35 @@ fn run(mode: &str) {
         "ffi_test {mode} failed (exit {:?}); see its output above",
         run.status.code()
     );
+
+    // Under valgrind too, when it is installed: the glue's pointer handling (the Rust side is not
+    // instrumented by a C sanitizer) and leaks. DMIRROR_FFI_VALGRIND=0 skips it.
+    let wanted = std::env::var("DMIRROR_FFI_VALGRIND").map_or(true, |v| v != "0");
+    let have = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(wanted && have) {
+        println!("valgrind run skipped (installed: {have})");
+        return;
+    }
+    let vg = Command::new("valgrind")
+        .args([
+            "--error-exitcode=97",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "-q",
+        ])
+        .arg(&exe)
+        .arg(mode)
+        .output()
+        .expect("running valgrind");
+    assert!(
+        vg.status.success(),
+        "ffi_test {mode} under valgrind failed (exit {:?}):\n{}",
+        vg.status.code(),
+        String::from_utf8_lossy(&vg.stderr)
+    );
 }
 
 /// The scenario with the in-memory region log.
