@@ -2448,6 +2448,10 @@ g_dmirror_ctl_label(struct gctl_req *req, struct g_class *mp)
 				return;
 			}
 		}
+		if (pps[i]->sectorsize == 0 || pps[i]->mediasize <= 0) {
+			gctl_error(req, "Provider %s has no media.", pps[i]->name);
+			return;
+		}
 		if (pps[i]->sectorsize > ss)
 			ss = pps[i]->sectorsize;
 	}
@@ -2625,7 +2629,7 @@ g_dmirror_ctl_insert(struct gctl_req *req, struct g_class *mp)
 		if (pp == NULL)
 			return;
 		ss = sc->sc_cfg.sector_size;
-		if (pp->geom->class == mp || ss % pp->sectorsize != 0) {
+		if (pp->geom->class == mp || pp->sectorsize == 0 || ss % pp->sectorsize != 0) {
 			gctl_error(req, "%s cannot be a leg of %s (sector size %u, mirror %u).",
 			    pp->name, sc->sc_name, pp->sectorsize, ss);
 			return;
