@@ -1908,11 +1908,12 @@ g_dmirror_worker(void *arg)
 			r = sc->sc_cur;
 			rc = g_dmirror_req_run(sc, r);
 			g_dmirror_defer_run(sc);
+			/* Before the requester wakes: `status` right after a verb shows its effect. */
+			g_dmirror_snapshot(sc);
 			if (rc != EAGAIN) {
 				sc->sc_cur = NULL;
 				g_dmirror_req_finish(r, rc);
 			}
-			g_dmirror_snapshot(sc);
 		}
 		g_dmirror_submit_pending(sc);
 		g_dmirror_detach_drained(sc);
