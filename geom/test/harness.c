@@ -433,10 +433,13 @@ main(void)
 	check(strstr(xml, "<Slot1>FAILED md1</Slot1>") != NULL, "leg 1 shown FAILED");
 	check(read_all_matches(pp), "reads correct with leg 1 failed");
 	d1->fail_eio = 0;
+	long fl_before = d1->flushes;
 	err = ctl_simple("rebuild", "m0", "md1", NULL);
 	check(err[0] == '\0', "rebuild m0 md1: \"%s\"", err);
 	check(wait_xml("m0", "<State>COMPLETE</State>", 20000), "rebuilt leg back IN_SYNC");
 	check(disk_matches(d1), "the rebuilt leg holds the mirror's data");
+	check(d1->flushes > fl_before + 1, "resync writes (FUA) were followed by flushes of the "
+	    "target (%ld)", d1->flushes - fl_before);
 	err = ctl_simple("rebuild", "m0", "md3", NULL);
 	check(strstr(err, "not a leg") != NULL, "rebuild of a non-leg refused: \"%s\"", err);
 
@@ -507,6 +510,25 @@ main(void)
 		    "untouched: \"%s\"", err);
 	}
 
+	/* remove: the leg leaves, its superblocks are erased, its data stays a plain copy */
+	{
+		uint64_t s0, s1, bytes;
+		int zero = 1;
+		err = ctl_simple("remove", "m0", "md2", NULL);
+		check(err[0] == '\0', "remove m0 md2: \"%s\"", err);
+		check(wait_xml("m0", "<Slot1>EMPTY -</Slot1>", 2000), "slot 1 EMPTY after remove");
+		dmirror_sb_location((DISK_BYTES + 1024 * 1024) / SS, SS, &s0, &s1, &bytes);
+		for (uint64_t i = 0; i < bytes; i++)
+			if (d2->mem[s0 * SS + i] | d2->mem[s1 * SS + i])
+				zero = 0;
+		check(zero && memcmp(d2->mem, model, (size_t)msize) == 0,
+		    "the removed disk has no superblock and still holds the data");
+		err = ctl_simple("remove", "m0", "md0", NULL);
+		check(strstr(err, "no in-sync leg") != NULL,
+		    "removing the last in-sync leg refused: \"%s\"", err);
+		check(read_all_matches(pp), "reads correct on the remaining leg");
+	}
+
 	/* stop refused while open, then done */
 	g_topology_lock();
 	tgp = g_new_geomf(mock_disk_classp, "user");
@@ -559,6 +581,37 @@ main(void)
 				zero = 0;
 		check(zero, "destroy erased both superblock slots of both legs");
 	}
+	{
+		struct mock_disk *tiny = mock_disk_create("tiny", 8 * 1024, SS);
+		err = ctl_simple("label", "m2", "tiny", NULL);
+		check(strstr(err, "too small") != NULL, "label on an 8 KiB disk refused: \"%s\"",
+		    err);
+		g_topology_lock();
+		check(LIST_EMPTY(&tiny->pp->consumers), "the refused label left nothing attached");
+		g_topology_unlock();
+	}
+	/* stop -f of an open mirror: its users are orphaned, it stops */
+	err = ctl_simple("label", "m3", "md3", "md4");
+	check(err[0] == '\0', "label m3 md3 md4: \"%s\"", err);
+	pp = mirror_provider("m3");
+	g_topology_lock();
+	tgp = g_new_geomf(mock_disk_classp, "user2");
+	tcp = g_new_consumer(tgp);
+	g_attach(tcp, pp);
+	rc = g_access(tcp, 1, 1, 0);
+	g_topology_unlock();
+	ctl_init(&c, "stop");
+	ctl_arg(&c, "m3");
+	ctl_flag(&c, G_DMIRROR_P_FORCE, 1);
+	err = ctl_run(&c);
+	check(rc == 0 && err[0] == '\0' && (tcp->flags & G_CF_ORPHAN),
+	    "stop -f of an open mirror: \"%s\", its user orphaned", err);
+	g_topology_lock();
+	g_access(tcp, -1, -1, 0);
+	g_detach(tcp);
+	g_destroy_consumer(tcp);
+	g_destroy_geom(tgp);
+	g_topology_unlock();
 	err = ctl_simple("stop", "nosuch", NULL, NULL);
 	check(strstr(err, "No such mirror") != NULL, "stop of an unknown mirror: \"%s\"", err);
 	{
