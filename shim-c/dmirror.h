@@ -8,8 +8,9 @@
  * (a parent I/O, a leg I/O completed, a clock tick, control operations) and the core answers
  * through the table of callbacks the shim provides (struct dmirror_host_ops): issue this leg I/O,
  * complete this parent, report this event. The Rust side of this file is generated from it with
- * bindgen (shim-c/build.rs); shim-c/src/lib.rs pins every size and offset below with
- * static_assertions, so a change here that breaks the layout breaks the build.
+ * bindgen (shim-c/build.rs); shim-c/src/abi.rs pins every size and offset below with
+ * static_assertions (and tests/ffi/ffi_test.c the C compiler's view with _Static_assert), so a
+ * change here that moves anything breaks the build until the pins are updated on purpose.
  *
  * Conventions
  * - Every offset and length is 64-bit. Sector numbers and sector counts are in units of the
@@ -32,11 +33,20 @@
  *   DMIRROR_EDEADLK; with a non-recursive lock the call deadlocks first, so do not rely on this.
  * - complete may be called from inside dmirror_submit() itself (an invalid parent is finished at
  *   once with DMIRROR_EINVAL), and from inside dmirror_leg_done() and dmirror_tick().
- * - dmirror_create() and dmirror_destroy() may sleep (they allocate/free with may_sleep=1 and may
- *   read metadata); call them from a sleepable context. Every other entry point never sleeps and
- *   never calls a callback that may sleep (alloc is called with may_sleep=1 only from create).
+ * - dmirror_create() and dmirror_create_assembled() may sleep (they allocate with may_sleep=1;
+ *   the latter reads bitmaps through meta_read); dmirror_destroy() calls free. Call them from a
+ *   sleepable context. Every other entry point never sleeps and never calls a callback that may
+ *   sleep (alloc is called only from the two creates, always with may_sleep=1).
  * - dmirror_destroy(): the shim guarantees that no other call on this mirror is running or will
  *   start; the handle is invalid afterwards.
+ *
+ * Kernel stack (x86_64 kernel build, measured by tests/kernel-stack-report.sh, the shim's own
+ * callbacks not included): the I/O-path entry points (submit, leg_done, tick, status, is_idle,
+ * the control operations, destroy) need about 4.5 KiB below the caller. dmirror_create,
+ * dmirror_create_assembled and dmirror_assemble need up to about 32 KiB (the core builds the
+ * mirror and decodes superblocks on the stack): call them from a thread created with a stack
+ * that large (FreeBSD: kproc_kthread_add()/kthread_add() with pages = 12 or more), never from a
+ * GEOM event or I/O thread or an interrupt.
  */
 #ifndef DMIRROR_H
 #define DMIRROR_H
@@ -52,7 +62,8 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change of this file. struct dmirror_config carries it. */
+/* Bumped on every incompatible change of this file once released (until then, shims and core
+ * are always built from one tree and it stays 1). struct dmirror_config carries it. */
 #define DMIRROR_ABI_VERSION 1u
 
 /* Most legs a mirror can have. */
@@ -141,16 +152,20 @@ extern "C" {
 #define DMIRROR_WHY_INITIAL_STATE 11u /* init inconsistent with config (e.g. no usable leg) */
 #define DMIRROR_WHY_LOG_KIND 12u     /* unknown config.log */
 #define DMIRROR_WHY_LEG_STATE 13u    /* why.leg has an unknown state value */
-#define DMIRROR_WHY_BITMAP 14u       /* a bitmap pointer/length is inconsistent */
-#define DMIRROR_WHY_NO_METADATA 15u  /* assemble: no valid superblock found */
-#define DMIRROR_WHY_CONFLICT 16u     /* assemble: the legs disagree / belong to other mirrors */
-
-/* Flags for dmirror_create(). */
-/* Read the write-intent and tracking bitmaps from the legs through host_ops.meta_read (requires
- * config.log == DMIRROR_REGION_LOG_ON_LEGS) instead of taking them from init.dirty / init.tracking.
- * NOT IMPLEMENTED YET in this build: create returns DMIRROR_ENOSYS with this flag (it comes with
- * dmirror_assemble()). */
-#define DMIRROR_CREATE_LOAD_BITMAPS 0x1u
+#define DMIRROR_WHY_BITMAP 14u       /* a bitmap is inconsistent, too short, or unreadable */
+/* dmirror_assemble(): why.leg is the index of the input (reads[]) concerned. */
+#define DMIRROR_WHY_NO_METADATA 15u  /* neither slot holds a usable superblock */
+#define DMIRROR_WHY_CONFLICT 16u     /* the leg belongs to another mirror */
+#define DMIRROR_WHY_READ_SECTOR_SIZE 17u /* read with the wrong sector size: read it again with
+					   * why.value-byte sectors */
+#define DMIRROR_WHY_WRONG_SIZE 18u   /* the device is not the size recorded (why.value) */
+#define DMIRROR_WHY_DUPLICATE 19u    /* the same leg given twice */
+#define DMIRROR_WHY_NOT_MEMBER 20u   /* removed or replaced: not in the newest leg table */
+#define DMIRROR_WHY_GEOMETRY 21u     /* disagrees with the newest metadata on the geometry */
+#define DMIRROR_WHY_SPLIT_BRAIN 22u  /* two legs each ran without the other: assemble again
+				      * with choose = the uuid of the LEG whose data wins */
+#define DMIRROR_WHY_CHOSEN 23u       /* the leg named to win is absent or not in sync */
+#define DMIRROR_WHY_NO_USABLE_LEG 24u /* no present leg holds a full copy */
 
 struct dmirror; /* opaque: one mirror, created by dmirror_create(), freed by dmirror_destroy() */
 
@@ -305,8 +320,10 @@ struct dmirror_status {
 
 /* Why something was refused, in more detail than the errno (optional out-parameter). */
 struct dmirror_why {
-	uint32_t code; /* DMIRROR_WHY_* */
-	uint32_t leg;  /* for the codes that name a leg */
+	uint32_t code;  /* DMIRROR_WHY_* */
+	uint32_t leg;   /* for the codes that name a leg (assemble: the input index) */
+	uint64_t value; /* READ_SECTOR_SIZE: the recorded sector size; WRONG_SIZE: the recorded
+			 * sectors; otherwise 0 */
 };
 
 /*
@@ -333,9 +350,10 @@ struct dmirror_host_ops {
 	 * calls it; the slot is reserved so that a later core can without changing this table's
 	 * layout. May be NULL. */
 	int (*schedule)(void *ctx, uint64_t work);
-	/* Read/write len bytes of metadata at sector of leg, synchronously; called only from a
-	 * sleepable context (dmirror_create() with DMIRROR_CREATE_LOAD_BITMAPS). Return 0 or an
-	 * errno. May be NULL when that flag is never used. */
+	/* Read/write len bytes of metadata at sector of leg (a mirror slot), synchronously;
+	 * called only from a sleepable context: meta_read by dmirror_create_assembled() for the
+	 * bitmaps; meta_write by nothing in ABI v1 (reserved). Return 0 or an errno. meta_read may
+	 * be NULL when dmirror_create_assembled() is never used. */
 	int (*meta_read)(void *ctx, uint32_t leg, uint64_t sector, uint8_t *buf, uint64_t len);
 	int (*meta_write)(void *ctx, uint32_t leg, uint64_t sector, const uint8_t *buf,
 	    uint64_t len);
@@ -379,46 +397,74 @@ int dmirror_max_data_sectors(uint64_t leg_sectors, uint32_t sector_size, uint64_
 
 /* What the shim read from one candidate device. */
 struct dmirror_leg_read {
-	const uint8_t *slot0; /* superblock slot 0 bytes, or NULL if unreadable */
+	const uint8_t *slot0; /* superblock slot 0 bytes (slot_bytes), or NULL if unreadable */
 	uint64_t slot0_len;
-	const uint8_t *slot1; /* superblock slot 1 bytes, or NULL if unreadable */
+	const uint8_t *slot1; /* superblock slot 1 bytes (slot_bytes), or NULL if unreadable */
 	uint64_t slot1_len;
-	uint64_t sectors;     /* size of the device in sectors */
+	uint64_t sectors;     /* size of the device in sector_size units */
 	uint64_t label;       /* the shim's tag for this device (a pointer, an index) */
+	const char *name;     /* for messages (a device name), NUL-terminated; may be NULL */
+	uint32_t sector_size; /* the sector size used for sectors and dmirror_sb_location() */
+	uint32_t _pad;
 };
 
-/* The result of dmirror_assemble(): pass config and init to dmirror_create(). */
+/* One bitmap the shim must read for dmirror_create_assembled() (it does so through meta_read). */
+struct dmirror_bitmap_read {
+	uint64_t sector;  /* on the leg */
+	uint64_t sectors; /* of the mirror's sector size */
+	uint32_t leg;     /* mirror slot to read it from */
+	uint32_t needed;  /* 0: nothing to read */
+};
+
+/* The result of dmirror_assemble(). About 3.7 KiB: allocate it, not on a kernel stack. */
 struct dmirror_assembly {
-	struct dmirror_config config;
-	struct dmirror_init init;          /* bitmaps not loaded: use DMIRROR_CREATE_LOAD_BITMAPS */
+	struct dmirror_config config;      /* from the newest superblock; tune the pools if wanted */
+	struct dmirror_init init;          /* leg states and identity; bitmaps not loaded */
 	uint64_t label[DMIRROR_MAX_LEGS];  /* slot i: label of the device found for it */
 	uint8_t present[DMIRROR_MAX_LEGS]; /* slot i: 1 if a device was found for it */
+	uint64_t bitmap_bytes;             /* bytes of one bitmap as read from a leg */
+	uint8_t clean;                     /* shut down cleanly: no write-intent bitmap needed */
+	uint8_t split_brain_resolved;      /* a split brain was resolved by the caller's choice */
+	uint8_t _pad[6];
+	/* Write-intent bitmaps to read and OR (dirty[i].leg == i), and tracking[k]: the tracking
+	 * bitmap of slot k (read from another, in-sync leg). */
+	struct dmirror_bitmap_read dirty[DMIRROR_MAX_LEGS];
+	struct dmirror_bitmap_read tracking[DMIRROR_MAX_LEGS];
 };
 
 /*
- * Decide what mirror the devices in reads[0..nreads) form and fill out. mirror_uuid: NULL to take
- * the only (or newest) mirror found, else only devices of that mirror are used. Stale legs come
- * out REBUILDING/MISSING, never trusted. Never sleeps, no callbacks. why: optional.
- *
- * NOT IMPLEMENTED YET in this build: returns DMIRROR_ENOSYS (after checking its arguments) until
- * the core's assembly logic (dmirror::assemble) is in main. The layout of these structures may
- * still change with it (DMIRROR_ABI_VERSION would then be bumped).
+ * Decide what mirror the devices in reads[0..nreads) form (any subset of its legs, any order)
+ * and fill out; refuse, naming the input concerned (why->leg) and the reason, if they do not
+ * form one (docs/FORMAT.md, "Assembly"). choose: NULL, or the 16-byte uuid of the LEG whose data
+ * wins a split brain (consulted only then, but must name a present leg). Stale legs come out
+ * REBUILDING, never trusted. msg (optional, msg_len bytes): a NUL-terminated explanation.
+ * Pure: never sleeps, no callbacks, writes nothing to any leg.
  */
-int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads,
-    const uint8_t *mirror_uuid, struct dmirror_assembly *out, struct dmirror_why *why);
+int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads, const uint8_t *choose,
+    struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len);
 
 /* ---- One mirror ---- */
 
 /*
- * Create a mirror. Allocates dmirror_memory_needed() bytes (plus a little for the glue) through
- * ops->alloc(may_sleep = 1), and with DMIRROR_CREATE_LOAD_BITMAPS reads bitmaps through
- * ops->meta_read: call from a sleepable context. On success *out is the handle; on failure
- * nothing is left allocated and *out is NULL. cfg, init and the bitmaps are only read during the
- * call. why: optional.
+ * Create a mirror. Allocates dmirror_memory_needed() bytes through ops->alloc(may_sleep = 1):
+ * call from a sleepable context. On success *out is the handle; on failure nothing is left
+ * allocated and *out is NULL. cfg, init and the bitmaps are only read during the call.
+ * flags: 0 (no flag is defined yet). why: optional.
  */
 int dmirror_create(const struct dmirror_config *cfg, const struct dmirror_init *init,
     const struct dmirror_host_ops *ops, void *ctx, uint32_t flags, struct dmirror **out,
     struct dmirror_why *why);
+
+/*
+ * Create a mirror from dmirror_assemble()'s answer: reads the bitmaps it lists through
+ * ops->meta_read (leg = mirror slot; the shim maps it to a device with a->label), checks them,
+ * ORs the write-intent ones, then creates as dmirror_create() does. cfg: NULL for a->config, or
+ * a tuned copy of it. Call from a sleepable context. DMIRROR_EIO (why: BITMAP, leg) if a read
+ * failed; DMIRROR_EINVAL (why: BITMAP) if a bitmap is malformed; DMIRROR_EINVAL if meta_read is
+ * NULL while a bitmap must be read.
+ */
+int dmirror_create_assembled(const struct dmirror_assembly *a, const struct dmirror_config *cfg,
+    const struct dmirror_host_ops *ops, void *ctx, struct dmirror **out, struct dmirror_why *why);
 
 /*
  * A new parent I/O. 0: accepted; complete() will be called exactly once for it (possibly before

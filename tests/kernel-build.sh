@@ -21,6 +21,8 @@
 #      apply LTO to a library built as an rlib too.
 #   4. the full audit of that staticlib; the object it links (what a module Makefile links) is
 #      kept as target/kernel/dmirror_kernel.o.
+#   5. the worst-case stack of each entry point (tests/kernel-stack-report.sh); the I/O-path ones
+#      must stay under IO_STACK_LIMIT (8192 bytes by default), the setup ones are reported.
 #
 # Separate target directories (target/kernel-plain, target/kernel) keep these builds away from
 # the rustup toolchain's target/debug and target/release and from each other (a RUSTFLAGS change
@@ -74,5 +76,21 @@ LIB=target/kernel/$TARGET/kernel/libdmirror_ffi.a
 
 say "4. audit $LIB"
 $AUDIT -o target/kernel/dmirror_kernel.o "$LIB" || fail "$LIB breaks the kernel object rules"
+
+say "4b. no reachable panic"
+# The panic handler calls dmirror_host_panic; with LTO it survives only if some path can panic.
+NMU=$(command -v llvm-nm-19 || command -v nm)
+if $NMU -u target/kernel/dmirror_kernel.o | grep -q 'dmirror_host_panic'; then
+	fail "the kernel object can panic (it references dmirror_host_panic): find the unwrap, index, division or slice that can fail"
+fi
+echo "ok: no panic path survives in the linked object"
+
+say "5. stack use of the entry points (I/O path limit ${IO_STACK_LIMIT:=8192} bytes)"
+if stack=$(sh "$ROOT/tests/kernel-stack-report.sh" target/kernel/dmirror_kernel.o "$IO_STACK_LIMIT"); then
+	echo "$stack" | grep -v '^         via'
+else
+	echo "$stack"
+	fail "an I/O-path entry point needs more than $IO_STACK_LIMIT bytes of kernel stack"
+fi
 echo
 echo "kernel-build: OK ($LIB; linked object target/kernel/dmirror_kernel.o)"

@@ -108,7 +108,8 @@ const_assert_eq!(offset_of!(dmirror_status, read_policy), 48);
 const_assert_eq!(offset_of!(dmirror_status, counters), 56);
 const_assert_eq!(offset_of!(dmirror_status, leg), 144);
 
-const_assert_eq!(size_of::<dmirror_why>(), 8);
+const_assert_eq!(size_of::<dmirror_why>(), 16);
+const_assert_eq!(offset_of!(dmirror_why, value), 8);
 
 const_assert_eq!(size_of::<dmirror_host_ops>(), 88);
 const_assert_eq!(offset_of!(dmirror_host_ops, alloc), 0);
@@ -123,15 +124,25 @@ const_assert_eq!(offset_of!(dmirror_host_ops, meta_read), 64);
 const_assert_eq!(offset_of!(dmirror_host_ops, meta_write), 72);
 const_assert_eq!(offset_of!(dmirror_host_ops, log), 80);
 
-const_assert_eq!(size_of::<dmirror_leg_read>(), 48);
+const_assert_eq!(size_of::<dmirror_leg_read>(), 64);
 const_assert_eq!(offset_of!(dmirror_leg_read, sectors), 32);
 const_assert_eq!(offset_of!(dmirror_leg_read, label), 40);
+const_assert_eq!(offset_of!(dmirror_leg_read, name), 48);
+const_assert_eq!(offset_of!(dmirror_leg_read, sector_size), 56);
 
-const_assert_eq!(size_of::<dmirror_assembly>(), 2240);
+const_assert_eq!(size_of::<dmirror_bitmap_read>(), 24);
+const_assert_eq!(offset_of!(dmirror_bitmap_read, leg), 16);
+const_assert_eq!(offset_of!(dmirror_bitmap_read, needed), 20);
+
+const_assert_eq!(size_of::<dmirror_assembly>(), 3792);
 const_assert_eq!(offset_of!(dmirror_assembly, config), 0);
 const_assert_eq!(offset_of!(dmirror_assembly, init), 72);
 const_assert_eq!(offset_of!(dmirror_assembly, label), 1952);
 const_assert_eq!(offset_of!(dmirror_assembly, present), 2208);
+const_assert_eq!(offset_of!(dmirror_assembly, bitmap_bytes), 2240);
+const_assert_eq!(offset_of!(dmirror_assembly, clean), 2248);
+const_assert_eq!(offset_of!(dmirror_assembly, dirty), 2256);
+const_assert_eq!(offset_of!(dmirror_assembly, tracking), 3024);
 
 // The values shims pass to their kernels unchanged: the BSD errno numbers (FreeBSD, NetBSD,
 // DragonFly and OpenBSD agree on all of them), and the codes that cross the boundary.

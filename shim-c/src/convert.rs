@@ -14,6 +14,8 @@ pub struct Refusal {
     pub errno: c_int,
     pub why: u32,
     pub leg: u32,
+    /// `struct dmirror_why.value` (a recorded size), else 0.
+    pub value: u64,
 }
 
 impl Refusal {
@@ -22,10 +24,16 @@ impl Refusal {
             errno: DMIRROR_EINVAL,
             why,
             leg: 0,
+            value: 0,
         }
     }
     pub const fn leg(errno: c_int, why: u32, leg: u32) -> Refusal {
-        Refusal { errno, why, leg }
+        Refusal {
+            errno,
+            why,
+            leg,
+            value: 0,
+        }
     }
 }
 
@@ -38,11 +46,7 @@ pub fn config_error(e: ConfigError) -> Refusal {
         ConfigError::ReadPolicy => Refusal::inval(DMIRROR_WHY_READ_POLICY),
         ConfigError::PoolSize => Refusal::inval(DMIRROR_WHY_POOL_SIZE),
         ConfigError::Resync => Refusal::inval(DMIRROR_WHY_RESYNC),
-        ConfigError::Memory => Refusal {
-            errno: DMIRROR_ENOMEM,
-            why: DMIRROR_WHY_MEMORY,
-            leg: 0,
-        },
+        ConfigError::Memory => Refusal::leg(DMIRROR_ENOMEM, DMIRROR_WHY_MEMORY, 0),
         ConfigError::LegTooSmall { leg } => {
             Refusal::leg(DMIRROR_ENOSPC, DMIRROR_WHY_LEG_TOO_SMALL, u32::from(leg))
         }

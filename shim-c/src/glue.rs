@@ -20,7 +20,8 @@
 //! would let such code in (see lib.rs).
 use crate::abi::*;
 use crate::convert::*;
-use ::dmirror::{Event, Host, Init, IoResult, LegIo, Mirror, ParentHandle, Token};
+use ::dmirror::assemble::LegRead;
+use ::dmirror::{Config, Event, Host, Init, IoResult, LegIo, Mirror, ParentHandle, Token};
 use core::ffi::{c_char, c_int, c_void};
 use core::mem::{align_of, size_of};
 use core::ptr::{self, addr_of, addr_of_mut};
@@ -41,6 +42,7 @@ struct Ops {
     issue: unsafe extern "C" fn(*mut c_void, *const dmirror_leg_io),
     complete: unsafe extern "C" fn(*mut c_void, u64, c_int),
     event: Option<unsafe extern "C" fn(*mut c_void, *const dmirror_event)>,
+    meta_read: Option<unsafe extern "C" fn(*mut c_void, u32, u64, *mut u8, u64) -> c_int>,
     log: Option<unsafe extern "C" fn(*mut c_void, c_int, *const c_char)>,
 }
 
@@ -58,6 +60,7 @@ impl Ops {
             issue: o.issue?,
             complete: o.complete?,
             event: o.event,
+            meta_read: o.meta_read,
             log: o.log,
         })
     }
@@ -128,9 +131,18 @@ fn log2(ops: &Ops, ctx: *mut c_void, level: c_int, prefix: &[u8], detail: &[u8])
 }
 
 fn set_why(why: *mut dmirror_why, code: u32, leg: u32) {
+    set_why_r(why, &Refusal::leg(0, code, leg));
+}
+
+fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
     if !why.is_null() && why.is_aligned() {
+        let w = dmirror_why {
+            code: r.why,
+            leg: r.leg,
+            value: r.value,
+        };
         // SAFETY: non-NULL, aligned; the header makes it a valid out-parameter.
-        unsafe { ptr::write(why, dmirror_why { code, leg }) }
+        unsafe { ptr::write(why, w) }
     }
 }
 
@@ -227,13 +239,10 @@ pub unsafe extern "C" fn dmirror_config_default(
 }
 
 /// Bytes the glue allocates for this configuration (core memory + header).
-fn block_size(cfg: &::dmirror::Config) -> Result<usize, Refusal> {
+fn block_size(cfg: &Config) -> Result<usize, Refusal> {
     let core = Mirror::memory_needed(cfg).map_err(config_error)?;
-    core.checked_add(CORE_OFFSET).ok_or(Refusal {
-        errno: DMIRROR_ENOMEM,
-        why: DMIRROR_WHY_MEMORY,
-        leg: 0,
-    })
+    core.checked_add(CORE_OFFSET)
+        .ok_or(Refusal::leg(DMIRROR_ENOMEM, DMIRROR_WHY_MEMORY, 0))
 }
 
 /// See dmirror.h.
@@ -261,7 +270,7 @@ pub unsafe extern "C" fn dmirror_memory_needed(
             0
         }
         Err(r) => {
-            set_why(why, r.why, r.leg);
+            set_why_r(why, &r);
             r.errno
         }
     }
@@ -361,26 +370,235 @@ pub unsafe extern "C" fn dmirror_sb_location(
     0
 }
 
-/// See dmirror.h. Not implemented yet: `dmirror::assemble` is not in the core this was built
-/// against; returns `DMIRROR_ENOSYS` after checking its arguments.
+/// Names for inputs without one, distinct so that an error's label identifies its input.
+const INPUT_NAMES: [&str; ::dmirror::MAX_LEGS] = [
+    "input 0", "input 1", "input 2", "input 3", "input 4", "input 5", "input 6", "input 7",
+    "input 8", "input 9", "input 10", "input 11", "input 12", "input 13", "input 14", "input 15",
+    "input 16", "input 17", "input 18", "input 19", "input 20", "input 21", "input 22", "input 23",
+    "input 24", "input 25", "input 26", "input 27", "input 28", "input 29", "input 30", "input 31",
+];
+
+/// The longest input name read (a NUL is looked for within this many bytes).
+const NAME_MAX: usize = 128;
+
+/// An input's name: the C string if it is one (NUL within NAME_MAX bytes, UTF-8), else a
+/// generated "input N".
 ///
 /// # Safety
-/// Pointers NULL or valid for their types.
+/// `p` is NULL or points to a NUL-terminated string (bytes up to the NUL are read, at most
+/// NAME_MAX).
+unsafe fn input_name<'a>(p: *const c_char, i: usize) -> &'a str {
+    let fallback = INPUT_NAMES.get(i).copied().unwrap_or("input");
+    if p.is_null() {
+        return fallback;
+    }
+    let mut len = 0usize;
+    while len < NAME_MAX {
+        // SAFETY: within the string (the NUL was not found yet), per the contract.
+        if unsafe { *p.cast::<u8>().add(len) } == 0 {
+            break;
+        }
+        len = len.saturating_add(1);
+    }
+    if len == NAME_MAX || len == 0 {
+        return fallback;
+    }
+    // SAFETY: `len` bytes were just read from it.
+    let bytes = unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len) };
+    core::str::from_utf8(bytes).unwrap_or(fallback)
+}
+
+/// A C byte range as a slice (NULL: empty).
+///
+/// # Safety
+/// If non-NULL, `p` points to `len` readable bytes valid for `'a`.
+unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return Some(&[]);
+    }
+    let len = usize::try_from(len).ok()?;
+    if len > isize::MAX as usize {
+        return None;
+    }
+    // SAFETY: caller's contract.
+    Some(unsafe { core::slice::from_raw_parts(p, len) })
+}
+
+fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &[LegRead<'_>]) -> Refusal {
+    use ::dmirror::assemble::AssembleError as E;
+    let input = |label: &str| {
+        legs.iter()
+            .position(|l| ptr::eq(l.label.as_ptr(), label.as_ptr()))
+            .map_or(0, |i| i as u32)
+    };
+    let r = |errno, why, leg| Refusal::leg(errno, why, leg);
+    match *e {
+        E::NoLegs | E::TooManyLegs { .. } => Refusal::inval(DMIRROR_WHY_LEG_COUNT),
+        E::Unreadable { leg, .. } => r(DMIRROR_EINVAL, DMIRROR_WHY_NO_METADATA, input(leg)),
+        E::SectorSize { leg, recorded, .. } => Refusal {
+            value: u64::from(recorded),
+            ..r(DMIRROR_EINVAL, DMIRROR_WHY_READ_SECTOR_SIZE, input(leg))
+        },
+        E::WrongSize { leg, recorded, .. } => Refusal {
+            value: recorded,
+            ..r(DMIRROR_EINVAL, DMIRROR_WHY_WRONG_SIZE, input(leg))
+        },
+        E::ForeignMirror { leg, .. } => r(DMIRROR_EINVAL, DMIRROR_WHY_CONFLICT, input(leg)),
+        E::Duplicate { leg, .. } => r(DMIRROR_EINVAL, DMIRROR_WHY_DUPLICATE, input(leg)),
+        E::NotMember { leg } => r(DMIRROR_EINVAL, DMIRROR_WHY_NOT_MEMBER, input(leg)),
+        E::Geometry { leg, .. } => r(DMIRROR_EINVAL, DMIRROR_WHY_GEOMETRY, input(leg)),
+        E::SplitBrain { a, .. } => r(DMIRROR_EINVAL, DMIRROR_WHY_SPLIT_BRAIN, input(a)),
+        E::ChosenAbsent { .. } => Refusal::inval(DMIRROR_WHY_CHOSEN),
+        E::ChosenNotInSync { leg } => r(DMIRROR_EINVAL, DMIRROR_WHY_CHOSEN, input(leg)),
+        E::NoUsableLeg => r(DMIRROR_ENXIO, DMIRROR_WHY_NO_USABLE_LEG, 0),
+    }
+}
+
+/// Writes formatted text into a C buffer, truncating, always NUL-terminated.
+struct CBuf<'a> {
+    buf: &'a mut [u8],
+    n: usize,
+}
+
+impl core::fmt::Write for CBuf<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len().saturating_sub(1);
+        for (dst, src) in self.buf.iter_mut().take(room).skip(self.n).zip(s.bytes()) {
+            *dst = src;
+            self.n = self.n.saturating_add(1);
+        }
+        if let Some(z) = self.buf.get_mut(self.n) {
+            *z = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration an assembled mirror runs with: geometry and read policy from the newest
+/// superblock, metadata on the legs, the rest the core's defaults.
+fn assembled_config(sb: &::dmirror::format::Superblock) -> Config {
+    let mut cfg = Config::new(sb.nlegs, sb.data_sectors);
+    cfg.sector_size = sb.sector_size;
+    cfg.region_sectors = sb.region_sectors;
+    cfg.read_policy = sb.read_policy().unwrap_or_default();
+    cfg.log = ::dmirror::LogKind::OnLegs;
+    let region = u32::try_from(sb.region_sectors).unwrap_or(u32::MAX);
+    cfg.resync.chunk_sectors = cfg.resync.chunk_sectors.min(region);
+    cfg
+}
+
+/// See dmirror.h.
+///
+/// # Safety
+/// Pointers NULL or valid for their types, as dmirror.h describes.
 #[no_mangle]
 pub unsafe extern "C" fn dmirror_assemble(
     reads: *const dmirror_leg_read,
     nreads: u32,
-    mirror_uuid: *const u8,
+    choose: *const u8,
     out: *mut dmirror_assembly,
     why: *mut dmirror_why,
+    msg: *mut c_char,
+    msg_len: u64,
 ) -> c_int {
-    let _ = mirror_uuid;
     set_why(why, DMIRROR_WHY_NONE, 0);
-    if reads.is_null() || !reads.is_aligned() || nreads == 0 || out.is_null() || !out.is_aligned() {
+    let mut text = CBuf { buf: &mut [], n: 0 };
+    if !msg.is_null() && msg_len > 0 {
+        let len = usize::try_from(msg_len)
+            .unwrap_or(usize::MAX)
+            .min(isize::MAX as usize);
+        // SAFETY: the caller gives `msg_len` writable bytes.
+        text.buf = unsafe { core::slice::from_raw_parts_mut(msg.cast::<u8>(), len) };
+        let _ = core::fmt::Write::write_str(&mut text, "");
+    }
+    let n = nreads as usize;
+    if reads.is_null() || !reads.is_aligned() || out.is_null() || !out.is_aligned() {
         return DMIRROR_EINVAL;
     }
-    // ENOSYS until ::dmirror::assemble lands in the core (format/assemble branch).
-    DMIRROR_ENOSYS
+    if n == 0 || n > ::dmirror::MAX_LEGS {
+        set_why(why, DMIRROR_WHY_LEG_COUNT, 0);
+        return DMIRROR_EINVAL;
+    }
+    // SAFETY: the caller gives `nreads` structures.
+    let c_reads = unsafe { core::slice::from_raw_parts(reads, n) };
+    let mut legs = [LegRead {
+        label: "",
+        sectors: 0,
+        sector_size: 0,
+        slot0: &[],
+        slot1: &[],
+    }; ::dmirror::MAX_LEGS];
+    for (i, (l, r)) in legs.iter_mut().zip(c_reads).enumerate() {
+        // SAFETY: the caller's contract for the name and the slot buffers.
+        let (s0, s1) = unsafe { (c_bytes(r.slot0, r.slot0_len), c_bytes(r.slot1, r.slot1_len)) };
+        let (Some(slot0), Some(slot1)) = (s0, s1) else {
+            set_why(why, DMIRROR_WHY_NO_METADATA, i as u32);
+            return DMIRROR_EINVAL;
+        };
+        *l = LegRead {
+            // SAFETY: as above.
+            label: unsafe { input_name(r.name, i) },
+            sectors: r.sectors,
+            sector_size: r.sector_size,
+            slot0,
+            slot1,
+        };
+    }
+    let chosen = if choose.is_null() {
+        None
+    } else {
+        // SAFETY: the caller gives 16 readable bytes; u8 needs no alignment.
+        Some(unsafe { ptr::read_unaligned(choose.cast::<[u8; 16]>()) })
+    };
+    let legs = legs.get(..n).unwrap_or(&[]);
+    let asm = match ::dmirror::assemble::assemble(legs, chosen) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
+            let r = assemble_error(&e, legs);
+            set_why_r(why, &r);
+            return r.errno;
+        }
+    };
+    // SAFETY: checked non-NULL and aligned; every field is plain data: zero, then fill.
+    let o = unsafe {
+        ptr::write_bytes(out, 0, 1);
+        &mut *out
+    };
+    o.config = config_to_c(&assembled_config(&asm.winner));
+    init_to_c(&asm.init(None, [None; ::dmirror::MAX_LEGS]), &mut o.init);
+    let slots = o
+        .label
+        .iter_mut()
+        .zip(o.present.iter_mut())
+        .zip(asm.input_of_slot.iter());
+    for ((label, present), input) in slots {
+        if let Some(r) = input.and_then(|i| c_reads.get(i)) {
+            *label = r.label;
+            *present = 1;
+        }
+    }
+    o.bitmap_bytes = asm.bitmap_bytes();
+    o.clean = u8::from(asm.clean);
+    o.split_brain_resolved = u8::from(asm.split_brain_resolved);
+    let plan = |b: Option<::dmirror::assemble::BitmapRead>| match b {
+        Some(b) => dmirror_bitmap_read {
+            sector: b.sector,
+            sectors: b.sectors,
+            leg: asm
+                .slot_of_input
+                .get(b.input)
+                .map_or(u32::MAX, |&s| u32::from(s)),
+            needed: 1,
+        },
+        None => dmirror_bitmap_read::default(),
+    };
+    for (k, (d, t)) in o.dirty.iter_mut().zip(o.tracking.iter_mut()).enumerate() {
+        // k < MAX_LEGS = 32.
+        *d = plan(asm.dirty_read(k as u8));
+        *t = plan(asm.tracking_read(k as u8));
+    }
+    0
 }
 
 /// See dmirror.h.
@@ -409,18 +627,74 @@ pub unsafe extern "C" fn dmirror_max_data_sectors(
 
 // ---- one mirror ----
 
-fn refuse(ops: Option<&Ops>, ctx: *mut c_void, why: *mut dmirror_why, r: Refusal) -> c_int {
-    set_why(why, r.why, r.leg);
-    if let Some(ops) = ops {
+fn refuse(ops: &Ops, ctx: *mut c_void, why: *mut dmirror_why, r: Refusal) -> c_int {
+    set_why_r(why, &r);
+    log2(
+        ops,
+        ctx,
+        DMIRROR_LOG_ERR,
+        b"dmirror_create: ",
+        why_bytes(r.why),
+    );
+    r.errno
+}
+
+/// Allocate the block, build the mirror in it, and return the handle. On error nothing is left
+/// allocated.
+fn build(ops: Ops, ctx: *mut c_void, cfg: &Config, init: &Init<'_>) -> Result<*mut Glue, Refusal> {
+    let size = block_size(cfg)?;
+    // SAFETY: the shim's allocator.
+    let base = unsafe { (ops.alloc)(ctx, size, 1) }.cast::<u8>();
+    if base.is_null() {
         log2(
-            ops,
+            &ops,
             ctx,
             DMIRROR_LOG_ERR,
             b"dmirror_create: ",
-            why_bytes(r.why),
+            b"out of memory",
         );
+        return Err(Refusal::leg(DMIRROR_ENOMEM, DMIRROR_WHY_NONE, 0));
     }
-    r.errno
+    if (base as usize) % GLUE_ALIGN != 0 {
+        // SAFETY: giving back what alloc returned, with its size.
+        unsafe { (ops.free)(ctx, base.cast(), size) };
+        log2(
+            &ops,
+            ctx,
+            DMIRROR_LOG_ERR,
+            b"dmirror_create: ",
+            b"alloc returned misaligned memory",
+        );
+        return Err(Refusal::leg(DMIRROR_EINVAL, DMIRROR_WHY_NONE, 0));
+    }
+    // SAFETY: `base` is `size` writable bytes from alloc. Zeroed so that the core's slice is
+    // initialized memory. CORE_OFFSET <= size by construction of block_size.
+    let mem: &'static mut [u8] = unsafe {
+        ptr::write_bytes(base, 0, size);
+        core::slice::from_raw_parts_mut(base.add(CORE_OFFSET), size.saturating_sub(CORE_OFFSET))
+    };
+    let g = base.cast::<Glue>();
+    // The Mirror is several KiB: write it straight into its place in the block rather than
+    // moving it through a Glue temporary (each move is a copy on the kernel stack).
+    match Mirror::new(cfg, init, mem) {
+        // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits
+        // before CORE_OFFSET; the field is written once, before any read.
+        Ok(m) => unsafe { addr_of_mut!((*g).mirror).write(m) },
+        Err(e) => {
+            // SAFETY: `mem` was moved into the failed `new` and is gone; free the block.
+            unsafe { (ops.free)(ctx, base.cast(), size) };
+            return Err(config_error(e));
+        }
+    }
+    // SAFETY: as above, the remaining fields.
+    unsafe {
+        addr_of_mut!((*g).ops).write(ops);
+        addr_of_mut!((*g).ctx).write(ctx);
+        addr_of_mut!((*g).alloc_size).write(size);
+        addr_of_mut!((*g).in_core).write(false);
+        addr_of_mut!((*g).magic).write(MAGIC);
+    }
+    Ok(g)
 }
 
 /// See dmirror.h.
@@ -453,96 +727,201 @@ pub unsafe extern "C" fn dmirror_create(
     let Some(ops) = Ops::from_c(c_ops) else {
         return DMIRROR_EINVAL;
     };
-    let ops_ref = Some(&ops);
-
-    let cfg = match config_from_c(c_cfg) {
-        Ok(c) => c,
-        Err(r) => return refuse(ops_ref, ctx, why, r),
-    };
-    if flags & !DMIRROR_CREATE_LOAD_BITMAPS != 0 {
+    if flags != 0 {
         return DMIRROR_EINVAL;
     }
-    if flags & DMIRROR_CREATE_LOAD_BITMAPS != 0 {
-        if cfg.log != ::dmirror::LogKind::OnLegs {
-            return refuse(ops_ref, ctx, why, Refusal::inval(DMIRROR_WHY_LOG_KIND));
-        }
-        // ENOSYS until the on-disk bitmap layout (::dmirror::format) is in the core.
-        log2(
-            &ops,
-            ctx,
-            DMIRROR_LOG_ERR,
-            b"dmirror_create: ",
-            b"loading bitmaps not implemented yet",
-        );
-        return DMIRROR_ENOSYS;
-    }
+    let cfg = match config_from_c(c_cfg) {
+        Ok(c) => c,
+        Err(r) => return refuse(&ops, ctx, why, r),
+    };
     // SAFETY: the bitmaps are valid for the duration of this call (caller's contract); `init`
     // does not outlive it.
     let core_init = match unsafe { init_from_c(&cfg, c_init) } {
         Ok(i) => i,
-        Err(r) => return refuse(ops_ref, ctx, why, r),
+        Err(r) => return refuse(&ops, ctx, why, r),
     };
-    let size = match block_size(&cfg) {
-        Ok(s) => s,
-        Err(r) => return refuse(ops_ref, ctx, why, r),
-    };
-
-    // SAFETY: the shim's allocator.
-    let base = unsafe { (ops.alloc)(ctx, size, 1) }.cast::<u8>();
-    if base.is_null() {
-        log2(
-            &ops,
-            ctx,
-            DMIRROR_LOG_ERR,
-            b"dmirror_create: ",
-            b"out of memory",
-        );
-        return DMIRROR_ENOMEM;
+    match build(ops, ctx, &cfg, &core_init) {
+        Ok(g) => {
+            // SAFETY: checked non-NULL and aligned above.
+            unsafe { ptr::write(out, g.cast()) };
+            0
+        }
+        Err(r) => refuse(&ops, ctx, why, r),
     }
-    if (base as usize) % GLUE_ALIGN != 0 {
-        // SAFETY: giving back what alloc returned, with its size.
-        unsafe { (ops.free)(ctx, base.cast(), size) };
+}
+
+/// Buffers allocated through the shim's `alloc` for the duration of one call; all of them are
+/// given back when it goes out of scope, on every path.
+struct Scratch {
+    ops: Ops,
+    ctx: *mut c_void,
+    bufs: [(*mut u8, usize); MAX_SCRATCH],
+    n: usize,
+}
+
+/// One OR accumulator, one read buffer, and one tracking bitmap per slot.
+const MAX_SCRATCH: usize = ::dmirror::MAX_LEGS + 2;
+
+impl Scratch {
+    /// `len` zeroed bytes that live until `self` is dropped.
+    fn alloc(&mut self, len: usize) -> Result<&'static mut [u8], Refusal> {
+        let nomem = Refusal::leg(DMIRROR_ENOMEM, DMIRROR_WHY_NONE, 0);
+        let slot = self.bufs.get_mut(self.n).ok_or(nomem)?;
+        // SAFETY: the shim's allocator, from a sleepable context (dmirror_create_assembled).
+        let p = unsafe { (self.ops.alloc)(self.ctx, len.max(1), 1) }.cast::<u8>();
+        if p.is_null() {
+            return Err(nomem);
+        }
+        *slot = (p, len.max(1));
+        self.n = self.n.saturating_add(1);
+        // SAFETY: `len` writable bytes (at least 1 allocated); zeroed so the slice is
+        // initialized. The 'static is bounded in practice by `self`: the slices are only used
+        // while it lives (they are handed to Mirror::new, which copies them).
+        unsafe {
+            ptr::write_bytes(p, 0, len);
+            Ok(core::slice::from_raw_parts_mut(p, len))
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for &(p, len) in self.bufs.iter().take(self.n) {
+            // SAFETY: allocated by `alloc` above with this size, freed once.
+            unsafe { (self.ops.free)(self.ctx, p.cast(), len) };
+        }
+    }
+}
+
+/// Read one bitmap the assembly lists into `buf` and check it.
+fn read_bitmap(
+    ops: &Ops,
+    ctx: *mut c_void,
+    r: &dmirror_bitmap_read,
+    cfg: &Config,
+    regions: u64,
+    buf: &mut [u8],
+) -> Result<(), Refusal> {
+    let bad = Refusal::leg(DMIRROR_EINVAL, DMIRROR_WHY_BITMAP, r.leg);
+    if r.leg >= u32::from(cfg.legs) {
+        return Err(bad);
+    }
+    let bytes = r
+        .sectors
+        .checked_mul(u64::from(cfg.sector_size))
+        .ok_or(bad)?;
+    if bytes != buf.len() as u64 {
+        return Err(bad);
+    }
+    let Some(read) = ops.meta_read else {
+        return Err(bad);
+    };
+    // SAFETY: `buf` is `bytes` writable bytes that outlive the synchronous call.
+    let rc = unsafe { read(ctx, r.leg, r.sector, buf.as_mut_ptr(), bytes) };
+    if rc != 0 {
         log2(
-            &ops,
+            ops,
             ctx,
             DMIRROR_LOG_ERR,
-            b"dmirror_create: ",
-            b"alloc returned misaligned memory",
+            b"dmirror_create_assembled: ",
+            b"bitmap read failed",
         );
+        return Err(Refusal::leg(DMIRROR_EIO, DMIRROR_WHY_BITMAP, r.leg));
+    }
+    ::dmirror::format::check_bitmap(buf, regions).map_err(|_| bad)
+}
+
+/// See dmirror.h.
+///
+/// # Safety
+/// Pointers NULL or valid for their types, as dmirror.h describes; `ops` and `ctx` must be
+/// usable until `dmirror_destroy` returns.
+#[no_mangle]
+pub unsafe extern "C" fn dmirror_create_assembled(
+    a: *const dmirror_assembly,
+    cfg: *const dmirror_config,
+    ops: *const dmirror_host_ops,
+    ctx: *mut c_void,
+    out: *mut *mut dmirror,
+    why: *mut dmirror_why,
+) -> c_int {
+    set_why(why, DMIRROR_WHY_NONE, 0);
+    if out.is_null() || !out.is_aligned() {
         return DMIRROR_EINVAL;
     }
-    // SAFETY: `base` is `size` writable bytes from alloc. Zeroed so that the core's slice is
-    // initialized memory. CORE_OFFSET <= size by construction of block_size.
-    let mem: &'static mut [u8] = unsafe {
-        ptr::write_bytes(base, 0, size);
-        core::slice::from_raw_parts_mut(base.add(CORE_OFFSET), size.saturating_sub(CORE_OFFSET))
+    // SAFETY: checked non-NULL and aligned.
+    unsafe { ptr::write(out, ptr::null_mut()) };
+    // SAFETY: caller's contract.
+    let (Some(a), Some(c_ops)) = (unsafe { (c_ref(a), c_ref(ops)) }) else {
+        return DMIRROR_EINVAL;
     };
-    let mirror = match Mirror::new(&cfg, &core_init, mem) {
-        Ok(m) => m,
-        Err(e) => {
-            // SAFETY: `mem` was moved into the failed `new` and is gone; free the block.
-            unsafe { (ops.free)(ctx, base.cast(), size) };
-            return refuse(ops_ref, ctx, why, config_error(e));
+    let c_cfg = if cfg.is_null() {
+        &a.config
+    } else {
+        // SAFETY: caller's contract.
+        match unsafe { c_ref(cfg) } {
+            Some(c) => c,
+            None => return DMIRROR_EINVAL,
         }
     };
-    let g = base.cast::<Glue>();
-    // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits before
-    // CORE_OFFSET.
-    unsafe {
-        ptr::write(
-            g,
-            Glue {
-                magic: MAGIC,
-                ops,
-                ctx,
-                alloc_size: size,
-                in_core: false,
-                mirror,
-            },
-        );
-        ptr::write(out, g.cast());
+    let Some(ops) = Ops::from_c(c_ops) else {
+        return DMIRROR_EINVAL;
+    };
+    match create_assembled(a, c_cfg, ops, ctx) {
+        Ok(g) => {
+            // SAFETY: checked non-NULL and aligned above.
+            unsafe { ptr::write(out, g.cast()) };
+            0
+        }
+        Err(r) => refuse(&ops, ctx, why, r),
     }
-    0
+}
+
+fn create_assembled(
+    a: &dmirror_assembly,
+    c_cfg: &dmirror_config,
+    ops: Ops,
+    ctx: *mut c_void,
+) -> Result<*mut Glue, Refusal> {
+    let cfg = config_from_c(c_cfg)?;
+    if cfg.log != ::dmirror::LogKind::OnLegs {
+        return Err(Refusal::inval(DMIRROR_WHY_LOG_KIND));
+    }
+    let regions = regions(&cfg).ok_or(Refusal::inval(DMIRROR_WHY_REGION_SIZE))?;
+    let bitmap = Refusal::inval(DMIRROR_WHY_BITMAP);
+    let bm_bytes = usize::try_from(a.bitmap_bytes).map_err(|_| bitmap)?;
+    // Declared before `init` so that it outlives it: `init` borrows its buffers.
+    let mut scratch = Scratch {
+        ops,
+        ctx,
+        bufs: [(ptr::null_mut(), 0); MAX_SCRATCH],
+        n: 0,
+    };
+    // The assembly's own bitmap pointers must be NULL: this function supplies the bitmaps.
+    if !a.init.dirty.bits.is_null() || a.init.tracking.iter().any(|t| !t.bits.is_null()) {
+        return Err(bitmap);
+    }
+    // SAFETY: no bitmap pointer (checked just above).
+    let mut init = unsafe { init_from_c(&cfg, &a.init) }?;
+    if a.clean == 0 && a.dirty.iter().any(|d| d.needed != 0) {
+        let acc = scratch.alloc(bm_bytes)?;
+        let buf = scratch.alloc(bm_bytes)?;
+        for d in a.dirty.iter().filter(|d| d.needed != 0) {
+            read_bitmap(&ops, ctx, d, &cfg, regions, buf)?;
+            ::dmirror::format::or_into(acc, buf);
+        }
+        init.dirty = Some(acc);
+    }
+    for (t, dst) in a.tracking.iter().zip(init.tracking.iter_mut()) {
+        if t.needed == 0 {
+            continue;
+        }
+        let buf = scratch.alloc(bm_bytes)?;
+        read_bitmap(&ops, ctx, t, &cfg, regions, buf)?;
+        *dst = Some(buf);
+    }
+    // Mirror::new copies the bitmaps; `scratch` frees them when this returns.
+    build(ops, ctx, &cfg, &init)
 }
 
 /// See dmirror.h.
@@ -789,8 +1168,9 @@ same_signature! {
     dmirror_why_str(_);
     dmirror_sb_location(_, _, _, _, _);
     dmirror_max_data_sectors(_, _, _, _);
-    dmirror_assemble(_, _, _, _, _);
+    dmirror_assemble(_, _, _, _, _, _, _);
     dmirror_create(_, _, _, _, _, _, _);
+    dmirror_create_assembled(_, _, _, _, _, _);
     dmirror_submit(_, _);
     dmirror_leg_done(_, _, _);
     dmirror_tick(_);

@@ -41,8 +41,8 @@ impl<'a> Arena<'a> {
                     self.buf = Some(buf);
                     return None;
                 }
-                let (_, rest) = buf.split_at_mut(pad);
-                let (mine, rest) = rest.split_at_mut(bytes);
+                let (_, rest) = buf.split_at_mut_checked(pad)?;
+                let (mine, rest) = rest.split_at_mut_checked(bytes)?;
                 self.used = self.used.checked_add(pad)?.checked_add(bytes)?;
                 self.buf = Some(rest);
                 let ptr = mine.as_mut_ptr().cast::<T>();

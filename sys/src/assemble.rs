@@ -658,10 +658,11 @@ impl Assembly {
         .ok()
     }
 
-    /// The write-intent bitmap of mirror slot `slot`, if the host must read it (the mirror was
-    /// not shut down cleanly and the leg is present and in sync). The host ORs all of them.
+    /// The write-intent bitmap of mirror slot `slot`, if the host must read it (the leg is
+    /// present and in sync). The host ORs all of them. Read even after a clean shutdown: the
+    /// bits a clean shutdown keeps are regions still to be resynced.
     pub fn dirty_read(&self, slot: u8) -> Option<BitmapRead> {
-        if self.clean || !bit(self.dirty_from, usize::from(slot)) {
+        if !bit(self.dirty_from, usize::from(slot)) {
             return None;
         }
         let input = self
@@ -698,8 +699,7 @@ impl Assembly {
     }
 
     /// The core's starting state. `dirty` is the OR of the write-intent bitmaps listed by
-    /// [`Assembly::dirty_read`] (ignored, and may be None, when `clean`; when not clean the host
-    /// must pass it); `tracking[k]` the bitmap listed by [`Assembly::tracking_read`]`(k)` (others
+    /// [`Assembly::dirty_read`] (the host must pass it whenever `dirty_read` listed any); `tracking[k]` the bitmap listed by [`Assembly::tracking_read`]`(k)` (others
     /// are ignored). Every bitmap must have passed [`crate::format::check_bitmap`].
     pub fn init<'b>(
         &self,
@@ -719,7 +719,10 @@ impl Assembly {
             seq: self.seq,
             authoritative: self.authoritative,
             legs: self.legs,
-            dirty: if self.clean { None } else { dirty },
+            // Honoured even after a clean shutdown: a clean shutdown clears every bit it can, and
+            // the ones it keeps mark regions some leg still has to be resynced in (a crash
+            // recovery cut short by the shutdown).
+            dirty,
             tracking: t,
         }
     }
@@ -842,11 +845,13 @@ mod tests {
                 Some(order.iter().position(|&i| i == 0).unwrap())
             );
             assert_eq!(a.slot_of_input[0], order[0] as u8);
-            assert_eq!(a.dirty_read(0), None);
+            // Clean or not, the write-intent bitmaps are read: bits a clean shutdown kept are
+            // regions still to be resynced.
+            assert!(a.dirty_read(0).is_some());
             assert_eq!(a.tracking_needed, 0);
             let bm = [0xffu8; 512];
             let init = a.init(Some(&bm), [Some(&bm[..]); MAX_LEGS]);
-            assert!(init.dirty.is_none() && init.tracking.iter().all(|t| t.is_none()));
+            assert!(init.dirty.is_some() && init.tracking.iter().all(|t| t.is_none()));
             assert_eq!(init.legs[1].uuid, uuid(1));
             assert_eq!(init.legs[1].sectors, LEG);
             assert_eq!(init.legs[2].state, LegState::Empty);

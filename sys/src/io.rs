@@ -405,7 +405,7 @@ impl<'a> Mirror<'a> {
             let len = if i + 1 == pieces {
                 p.count - at
             } else {
-                p.count / pieces
+                p.count.checked_div(pieces).unwrap_or(p.count)
             };
             let leg = if pieces > 1 {
                 let k = legs_left.trailing_zeros() as u8;

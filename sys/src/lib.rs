@@ -31,6 +31,7 @@ mod types;
 
 pub use types::*;
 mod arena;
+mod arith;
 mod bitmap;
 mod control;
 mod host;

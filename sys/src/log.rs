@@ -21,6 +21,7 @@
 //! staged it otherwise. Group commit falls out: every write marking a sector while a round is in
 //! flight waits for the same next round.
 use crate::arena::Arena;
+use crate::arith::{div, div_ceil, rem};
 use crate::bitmap::Bits;
 use crate::types::{Config, LogKind, MAX_LEGS};
 
@@ -153,10 +154,7 @@ pub(crate) struct Log<'a> {
 impl<'a> Log<'a> {
     pub(crate) fn bitmap_sectors(cfg: &Config) -> u64 {
         let regions = cfg.data_sectors.div_ceil(cfg.region_sectors.max(1));
-        regions
-            .div_ceil(8)
-            .div_ceil(u64::from(cfg.sector_size))
-            .max(1)
+        div_ceil(regions.div_ceil(8), u64::from(cfg.sector_size)).max(1)
     }
 
     /// Area sectors (write intent + one tracking bitmap per leg).
@@ -165,7 +163,7 @@ impl<'a> Log<'a> {
     }
 
     fn chunk_sectors(cfg: &Config) -> u64 {
-        (META_IO_BYTES / u64::from(cfg.sector_size)).max(1)
+        div(META_IO_BYTES, u64::from(cfg.sector_size)).max(1)
     }
 
     /// Metadata writes one leg may need in one round: one per chunk of the area, plus the
@@ -174,13 +172,13 @@ impl<'a> Log<'a> {
         if cfg.log != LogKind::OnLegs {
             return 0;
         }
-        let chunks = Self::area_sectors(cfg).div_ceil(Self::chunk_sectors(cfg));
+        let chunks = div_ceil(Self::area_sectors(cfg), Self::chunk_sectors(cfg));
         u32::try_from(chunks.saturating_add(2)).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn carve(cfg: &Config, arena: &mut Arena<'a>) -> Option<Log<'a>> {
         let persistent = cfg.log == LogKind::OnLegs;
-        let regions = cfg.data_sectors.div_ceil(cfg.region_sectors.max(1));
+        let regions = div_ceil(cfg.data_sectors, cfg.region_sectors);
         let ss = u64::from(cfg.sector_size);
         let bm_sectors = Self::bitmap_sectors(cfg);
         let words = if persistent {
@@ -208,7 +206,7 @@ impl<'a> Log<'a> {
         let stage = arena.slice(area, 0u64);
         let sb = arena.slice(sb_bytes.checked_mul(legs)?, 0u8);
         let nitems = if persistent {
-            usize::try_from((area as u64).div_ceil(Self::chunk_sectors(cfg))).ok()?
+            usize::try_from(div_ceil(area as u64, Self::chunk_sectors(cfg))).ok()?
         } else {
             0
         };
@@ -365,11 +363,11 @@ impl<'a> Log<'a> {
     }
 
     fn intent_sector(&self, r: u64) -> u64 {
-        r / self.bits_per_sector()
+        div(r, self.bits_per_sector())
     }
 
     fn track_sector(&self, k: u8, r: u64) -> u64 {
-        self.bm_sectors * (1 + u64::from(k)) + r / self.bits_per_sector()
+        self.bm_sectors * (1 + u64::from(k)) + div(r, self.bits_per_sector())
     }
 
     fn dirty_area(&mut self, a: u64) {
@@ -495,8 +493,8 @@ impl<'a> Log<'a> {
                     continue;
                 }
                 // Source words: the intent bitmap or leg k's tracking bitmap.
-                let which = s / self.bm_sectors;
-                let within = (s % self.bm_sectors) as usize;
+                let which = div(s, self.bm_sectors);
+                let within = rem(s, self.bm_sectors) as usize;
                 let src: &[u64] = if which == 0 {
                     self.intent
                 } else {
@@ -509,7 +507,9 @@ impl<'a> Log<'a> {
                 if let Some(dst) = self.img.get_mut(s as usize * ss..(s as usize + 1) * ss) {
                     for (i, w) in words.iter().enumerate() {
                         if let Some(d) = dst.get_mut(i * 8..i * 8 + 8) {
-                            d.copy_from_slice(&w.to_le_bytes());
+                            for (x, y) in d.iter_mut().zip(w.to_le_bytes()) {
+                                *x = y;
+                            }
                         }
                     }
                 }

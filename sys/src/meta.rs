@@ -178,7 +178,7 @@ impl<'a> Mirror<'a> {
                     leg: k,
                     op: LegOp::Write,
                     sector: slot,
-                    count: (sbb as u64 / ss) as u32,
+                    count: crate::arith::div(sbb as u64, ss) as u32,
                     fua: false,
                     buf: BufRef::Meta(bytes),
                 });

@@ -310,7 +310,9 @@ pub struct Mirror<'a> {
     /// Leg-I/O slots parents may still reserve (the rest are for metadata).
     pub(crate) lio_available: u32,
     pub(crate) lios_busy: u32,
-    pub(crate) legs: [Leg; MAX_LEGS],
+    /// One entry per leg slot (`cfg.legs`), carved like every other table: the `Mirror` value
+    /// itself stays small, so creating one needs little stack.
+    pub(crate) legs: &'a mut [Leg],
     pub(crate) log: Log<'a>,
     pub(crate) authoritative: u8,
     pub(crate) generation: u64,
@@ -350,7 +352,7 @@ impl<'a> Mirror<'a> {
         if cfg.data_sectors == 0 || cfg.data_sectors > (1u64 << 56) {
             return Err(ConfigError::DataSize);
         }
-        let regions = cfg.data_sectors.div_ceil(cfg.region_sectors);
+        let regions = crate::arith::div_ceil(cfg.data_sectors, cfg.region_sectors);
         if regions > (1u64 << 26) {
             return Err(ConfigError::RegionSize);
         }
@@ -388,18 +390,20 @@ impl<'a> Mirror<'a> {
         u32::from(cfg.legs).saturating_mul(Log::meta_ios_per_leg(cfg))
     }
 
+    #[allow(clippy::type_complexity)]
     fn carve(
         cfg: &Config,
         arena: &mut Arena<'a>,
-    ) -> Option<(&'a mut [Parent], &'a mut [Lio], Log<'a>)> {
+    ) -> Option<(&'a mut [Parent], &'a mut [Lio], &'a mut [Leg], Log<'a>)> {
         let nparents = cfg.max_parents as usize + cfg.resync.max_inflight as usize;
         let nlios = cfg.max_leg_ios as usize
             + Self::meta_lios(cfg) as usize
             + cfg.resync.max_inflight as usize;
         let parents = arena.slice(nparents, Parent::FREE);
         let lios = arena.slice(nlios, Lio::FREE);
+        let legs = arena.slice(usize::from(cfg.legs), Leg::EMPTY);
         let log = Log::carve(cfg, arena);
-        Some((parents?, lios?, log?))
+        Some((parents?, lios?, legs?, log?))
     }
 
     /// Bytes of memory [`Mirror::new`] needs for this configuration.
@@ -423,7 +427,7 @@ impl<'a> Mirror<'a> {
     ) -> Result<Mirror<'a>, ConfigError> {
         Self::check(cfg)?;
         let mut arena = Arena::new(mem);
-        let (parents, lios, log) = Self::carve(cfg, &mut arena).ok_or(ConfigError::Memory)?;
+        let (parents, lios, legs, log) = Self::carve(cfg, &mut arena).ok_or(ConfigError::Memory)?;
         let mut m = Mirror {
             cfg: *cfg,
             parents,
@@ -437,7 +441,7 @@ impl<'a> Mirror<'a> {
             free_lio: NIL,
             lio_available: cfg.max_leg_ios,
             lios_busy: 0,
-            legs: [Leg::EMPTY; MAX_LEGS],
+            legs,
             log,
             authoritative: init.authoritative,
             generation: init.generation,

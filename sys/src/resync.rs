@@ -120,7 +120,7 @@ impl<'a> Mirror<'a> {
             let Some((k, sector, count)) = self.next_chunk(chunk) else {
                 break;
             };
-            let r = sector / self.cfg.region_sectors;
+            let r = crate::arith::div(sector, self.cfg.region_sectors);
             let Some(src) = self.copy_source(k, r, 0) else {
                 // Nothing in sync to copy from: give up on this region for this pass.
                 self.chunk_finished(host, k, false);
@@ -218,7 +218,7 @@ impl<'a> Mirror<'a> {
             return;
         };
         // The source may have left since the copy was queued.
-        let r = p.sector / self.cfg.region_sectors;
+        let r = crate::arith::div(p.sector, self.cfg.region_sectors);
         let src = if self.leg_state(p.source).is_active() && self.log.in_sync_leg(p.source, r) {
             Some(p.source)
         } else {
@@ -286,7 +286,7 @@ impl<'a> Mirror<'a> {
                 if e == IoError::Gone {
                     self.leg_failed(host, l.leg, e);
                 }
-                let r = p.sector / self.cfg.region_sectors;
+                let r = crate::arith::div(p.sector, self.cfg.region_sectors);
                 match self.copy_source(p.target, r, p.tried) {
                     Some(s) => self.issue_copy(host, pi, Role::CopyRead, s),
                     None => {

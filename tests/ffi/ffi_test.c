@@ -39,7 +39,10 @@ _Static_assert(sizeof(struct dmirror_status) == 2192, "dmirror_status");
 _Static_assert(offsetof(struct dmirror_status, leg) == 144, "dmirror_status.leg");
 _Static_assert(sizeof(struct dmirror_host_ops) == 88, "dmirror_host_ops");
 _Static_assert(offsetof(struct dmirror_host_ops, log) == 80, "dmirror_host_ops.log");
-_Static_assert(sizeof(struct dmirror_assembly) == 2240, "dmirror_assembly");
+_Static_assert(sizeof(struct dmirror_assembly) == 3792, "dmirror_assembly");
+_Static_assert(offsetof(struct dmirror_assembly, dirty) == 2256, "dmirror_assembly.dirty");
+_Static_assert(sizeof(struct dmirror_leg_read) == 64, "dmirror_leg_read");
+_Static_assert(sizeof(struct dmirror_why) == 16, "dmirror_why");
 
 #define SECTOR 512u
 #define DATA_SECTORS 4096u  /* 2 MiB mirrored */
@@ -101,6 +104,11 @@ struct host {
 	uint64_t leg_reads[NLEGS];
 	uint64_t leg_writes[NLEGS];
 	uint64_t meta_writes;
+	int slot_dev[NLEGS];        /* mirror slot -> emulated leg, from an assembly's labels */
+	int meta_reads;
+	int meta_read_fail;         /* inject: meta_read answers EIO */
+	void *last_block;           /* the last may_sleep allocation (a mirror's block) */
+	size_t last_block_size;
 };
 
 static struct host H;
@@ -112,8 +120,11 @@ h_alloc(void *ctx, size_t size, int may_sleep)
 	void *p = aligned_alloc(16, (size + 15) & ~(size_t)15);
 	if (p != NULL) {
 		h->alloc_bytes += (int64_t)size;
-		if (may_sleep)
+		if (may_sleep) {
 			h->allocs_sleeping++;
+			h->last_block = p;
+			h->last_block_size = size;
+		}
 		else
 			h->allocs_nosleep++;
 	}
@@ -185,6 +196,22 @@ h_event(void *ctx, const struct dmirror_event *ev)
 		h->failed_leg_event[ev->leg]++;
 		h->last_fail_state = (int)ev->state;
 	}
+}
+
+static int
+h_meta_read(void *ctx, uint32_t leg, uint64_t sector, uint8_t *buf, uint64_t len)
+{
+	struct host *h = ctx;
+	h->meta_reads++;
+	if (h->meta_read_fail)
+		return DMIRROR_EIO;
+	if (leg >= NLEGS || len % SECTOR != 0 || sector > LEG_SECTORS ||
+	    len / SECTOR > LEG_SECTORS - sector) {
+		h->bad_io++;
+		return DMIRROR_EIO;
+	}
+	memcpy(buf, h->leg[h->slot_dev[leg]] + sector * SECTOR, len);
+	return 0;
 }
 
 static void
@@ -433,6 +460,194 @@ leg_state(struct host *h, int leg)
 	if (dmirror_status(h->m, &st) != 0)
 		return 999;
 	return st.leg[leg].state;
+}
+
+/* What a shim's taste does: read both superblock slots of every device, in the order given. */
+static int
+assemble_from(struct host *h, const int *devs, int n, const uint64_t *sectors,
+    struct dmirror_assembly *a, struct dmirror_why *why, char *msg, size_t msg_len)
+{
+	struct dmirror_leg_read r[NLEGS * 2];
+	static const char *names[] = { "leg0", "leg1" };
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < n; i++) {
+		uint64_t s0, s1, bytes;
+		if (dmirror_sb_location(LEG_SECTORS, SECTOR, &s0, &s1, &bytes) != 0)
+			return -1;
+		r[i].slot0 = h->leg[devs[i]] + s0 * SECTOR;
+		r[i].slot0_len = bytes;
+		r[i].slot1 = h->leg[devs[i]] + s1 * SECTOR;
+		r[i].slot1_len = bytes;
+		r[i].sectors = sectors != NULL ? sectors[i] : LEG_SECTORS;
+		r[i].sector_size = SECTOR;
+		r[i].label = (uint64_t)devs[i];
+		r[i].name = names[devs[i]];
+	}
+	return dmirror_assemble(r, (uint32_t)n, NULL, a, why, msg, msg_len);
+}
+
+/* Bring the mirror back from its legs' metadata, as at boot: after a clean shutdown, then after
+ * a "crash" (destroyed while idle, without a shutdown: write-intent bits still set on disk). */
+static void
+assembly_phase(struct host *h, struct dmirror_host_ops *ops)
+{
+	static struct dmirror_assembly a;
+	struct dmirror_why why;
+	char msg[256];
+	int rc;
+
+	/* refusals first: they name the input and say why */
+	int one[] = { 1 }, twice[] = { 1, 1 };
+	uint64_t wrong[] = { LEG_SECTORS - 8 };
+	uint8_t *blank = calloc(LEG_SECTORS, SECTOR);
+	if (blank == NULL)
+		return;
+	uint8_t *saved = h->leg[0];
+	h->leg[0] = blank;
+	int zero[] = { 0 };
+	rc = assemble_from(h, zero, 1, NULL, &a, &why, msg, sizeof(msg));
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_NO_METADATA && why.leg == 0 &&
+	    strstr(msg, "leg0") != NULL, "assemble refuses a blank device, naming it");
+	printf("# %s\n", msg);
+	h->leg[0] = saved;
+	free(blank);
+	rc = assemble_from(h, twice, 2, NULL, &a, &why, msg, sizeof(msg));
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_DUPLICATE, "assemble refuses a leg given twice");
+	printf("# %s\n", msg);
+	rc = assemble_from(h, one, 1, wrong, &a, &why, msg, sizeof(msg));
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_WRONG_SIZE && why.value == LEG_SECTORS,
+	    "assemble refuses a device of the wrong size, with the recorded size");
+	printf("# %s\n", msg);
+
+	/* clean: legs given in reverse order */
+	int rev[] = { 1, 0 };
+	rc = assemble_from(h, rev, 2, NULL, &a, &why, msg, sizeof(msg));
+	check(rc == 0, "assemble the shut-down mirror from its legs (reverse order)");
+	if (rc != 0) {
+		printf("# assemble: rc %d why %u leg %u: %s\n", rc, why.code, why.leg, msg);
+		return;
+	}
+	check(a.config.legs == NLEGS && a.config.data_sectors == DATA_SECTORS &&
+	    a.config.region_sectors == REGION && a.config.log == DMIRROR_REGION_LOG_ON_LEGS,
+	    "the assembly has the mirror's geometry");
+	check(a.clean == 1, "the assembly saw the clean shutdown");
+	check(a.present[0] && a.present[1] && a.label[0] == 0 && a.label[1] == 1,
+	    "each slot is matched to its device");
+	/* leg 0 was failed by hand before the shutdown: it must not be trusted */
+	check(a.init.legs[1].state == DMIRROR_LEG_IN_SYNC &&
+	    a.init.legs[0].state == DMIRROR_LEG_REBUILDING && a.init.legs[0].rebuild_full == 1,
+	    "leg 1 comes back in sync, the failed leg 0 comes back to be rebuilt in full");
+	for (int i = 0; i < NLEGS; i++)
+		h->slot_dev[i] = (int)a.label[i];
+
+	struct dmirror *m = NULL;
+	h->meta_reads = 0;
+	rc = dmirror_create_assembled(&a, NULL, ops, h, &m, &why);
+	check(rc == 0 && m != NULL, "create the mirror from the assembly");
+	if (rc != 0) {
+		printf("# create_assembled: rc %d why %u (%s) leg %u\n", rc, why.code,
+		    dmirror_why_str(why.code), why.leg);
+		return;
+	}
+	h->m = m;
+	check(read_check(h, 0, 512) && read_check(h, 2900, 300) && read_check(h, 4000, 96),
+	    "the assembled mirror returns the data written before");
+	void *block = h->last_block;
+	size_t block_size = h->last_block_size;
+	rc = write_gen(h, 6, 700, 64);
+	if (rc == 0)
+		record(6, 700, 64);
+	check(rc == 0, "write to the assembled mirror");
+
+	/* leg 0 resyncs by itself; wait until both legs are in sync again */
+	uint8_t uuid0[16] = { 0xb, 0xa, 0xc, 0xc };
+	/* it came back REBUILDING, so its slot is in use: adding it again is refused */
+	check(dmirror_add_leg(m, 0, uuid0, LEG_SECTORS, 0) == DMIRROR_EBUSY,
+	    "adding a device to the rebuilding slot 0 is EBUSY");
+	for (int i = 0; i < 1000 && leg_state(h, 0) != DMIRROR_LEG_IN_SYNC; i++)
+		if (dmirror_tick(m) != 0 || drain(h) != 0)
+			break;
+	check(leg_state(h, 0) == DMIRROR_LEG_IN_SYNC && leg_matches(h, 0),
+	    "leg 0 is resynced and holds the data");
+
+	/* A write reaches leg 1 but never leg 0, then the machine "crashes": its data write to
+	 * leg 0 is dropped, nothing is acknowledged, the mirror is abandoned without destroy. */
+	uint8_t *wb = malloc(16 * SECTOR);
+	int pw = new_parent(h);
+	if (wb == NULL || pw < 0)
+		return;
+	for (uint64_t s = 0; s < 16; s++)
+		for (uint32_t o = 0; o < SECTOR; o++)
+			wb[s * SECTOR + o] = pattern(7, 1500 + s, o);
+	struct dmirror_parent_io wio = { .handle = (uint64_t)pw, .op = DMIRROR_OP_WRITE,
+		.sector = 1500, .count = 16, .buf = (uint64_t)(uintptr_t)wb };
+	check(dmirror_submit(m, &wio) == 0, "submit the write that the crash will tear");
+	int held = 0, guard = 0;
+	while (h->nq > 0 && guard++ < 100000) {
+		struct dmirror_leg_io io = h->q[--h->nq];
+		if (io.buf_kind == DMIRROR_BUF_PARENT && io.op == DMIRROR_OP_WRITE && io.leg == 0 &&
+		    io.parent_buf == (uint64_t)(uintptr_t)wb) {
+			held++; /* never performed, never completed: lost in the crash */
+			continue;
+		}
+		dmirror_leg_done(m, io.token, perform(h, &io));
+	}
+	check(held == 1 && !h->parents[pw].done, "the write reached leg 1 only and was not acknowledged");
+	int torn = memcmp(h->leg[0] + 1500 * SECTOR, h->leg[1] + 1500 * SECTOR, 16 * SECTOR) != 0;
+	check(torn, "the legs differ where the write was torn");
+	put_parent(h, pw);
+	free(wb);
+	h_free(h, block, block_size); /* the abandoned mirror's memory, as a reboot would */
+	h->m = NULL;
+
+	/* unclean: the write-intent bitmaps must be read and used */
+	rc = assemble_from(h, rev, 2, NULL, &a, &why, msg, sizeof(msg));
+	check(rc == 0 && a.clean == 0, "after the crash the assembly is not clean");
+	int need = 0;
+	for (int i = 0; i < (int)DMIRROR_MAX_LEGS; i++)
+		need += a.dirty[i].needed != 0;
+	check(need >= 1 && a.bitmap_bytes >= (DATA_SECTORS / REGION + 7) / 8,
+	    "it lists the write-intent bitmaps to read");
+	struct dmirror_host_ops noread = *ops;
+	noread.meta_read = NULL;
+	rc = dmirror_create_assembled(&a, NULL, &noread, h, &m, &why);
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_BITMAP && m == NULL &&
+	    h->alloc_bytes == 0, "bitmaps to read but no meta_read: EINVAL, nothing left allocated");
+	h->meta_read_fail = 1;
+	rc = dmirror_create_assembled(&a, NULL, ops, h, &m, &why);
+	check(rc == DMIRROR_EIO && why.code == DMIRROR_WHY_BITMAP && m == NULL &&
+	    h->alloc_bytes == 0, "a failed bitmap read fails the create (EIO), nothing left allocated");
+	h->meta_read_fail = 0;
+	h->meta_reads = 0;
+	rc = dmirror_create_assembled(&a, NULL, ops, h, &m, &why);
+	check(rc == 0 && h->meta_reads >= need, "create from the unclean assembly reads the bitmaps");
+	if (rc != 0)
+		return;
+	h->m = m;
+	check(read_check(h, 0, 1024) && read_check(h, 2900, 300),
+	    "after the crash the mirror returns the acknowledged data");
+	/* the torn region is dirty on disk: the core must bring the legs back together */
+	for (int i = 0; i < 1000; i++)
+		if (dmirror_tick(m) != 0 || drain(h) != 0)
+			break;
+	check(memcmp(h->leg[0], h->leg[1], (size_t)DATA_SECTORS * SECTOR) == 0,
+	    "after recovery both legs hold the same data (the torn write was resynced)");
+	int either = 1;
+	for (uint64_t s = 1500; s < 1516; s++) {
+		uint32_t was = expect_gen[s];
+		int old = sector_ok(h->leg[1] + s * SECTOR, s);
+		expect_gen[s] = 7;
+		int new = sector_ok(h->leg[1] + s * SECTOR, s);
+		expect_gen[s] = new && !old ? 7 : was;
+		either &= old || new;
+	}
+	check(either, "the torn range holds the old or the new data, whole sectors");
+	check(dmirror_shutdown(m) == 0, "shutdown");
+	for (int i = 0; i < 1000 && dmirror_is_idle(m) != 0; i++)
+		if (dmirror_tick(m) != 0 || drain(h) != 0)
+			break;
+	check(dmirror_destroy(m) == 0, "destroy");
+	h->m = NULL;
 }
 
 int
@@ -755,6 +970,13 @@ main(int argc, char **argv)
 	check(dmirror_destroy(m) == 0, "destroy");
 	check(h->alloc_bytes == 0, "every byte allocated was freed with its size");
 	check(h->lock_depth == 0 && h->lock_calls > 0, "the lock was used and is released");
+
+	if (onlegs) {
+		ops.meta_read = h_meta_read;
+		assembly_phase(h, &ops);
+		check(h->alloc_bytes == 0, "after the assemblies every byte allocated was freed");
+		check(h->bad_io == 0, "every leg and metadata I/O was well formed");
+	}
 
 	for (int i = 0; i < NLEGS; i++)
 		free(h->leg[i]);
