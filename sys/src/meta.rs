@@ -13,12 +13,20 @@ impl<'a> Mirror<'a> {
         let mut legs = [DiskLeg::EMPTY; MAX_LEGS];
         for (i, d) in legs.iter_mut().enumerate().take(usize::from(self.cfg.legs)) {
             let Some(l) = self.legs.get(i) else { continue };
-            *d = DiskLeg {
-                uuid: l.uuid,
-                state: DiskLegState::from(l.state),
-                full: l.resync.full,
-                checkpoint: l.resync.checkpoint,
-                sectors: l.sectors,
+            // The format (Superblock::validate) wants an empty slot all zeros and copy progress
+            // only on a rebuilding leg; anything else fails to encode, and the round would
+            // write a zeroed slot (after a remove_leg, two rounds erased both slots).
+            let rebuilding = l.state == LegState::Rebuilding;
+            *d = if l.state == LegState::Empty {
+                DiskLeg::EMPTY
+            } else {
+                DiskLeg {
+                    uuid: l.uuid,
+                    state: DiskLegState::from(l.state),
+                    full: rebuilding && l.resync.full,
+                    checkpoint: if rebuilding { l.resync.checkpoint } else { 0 },
+                    sectors: l.sectors,
+                }
             };
         }
         let meta = self
