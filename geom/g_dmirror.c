@@ -77,7 +77,9 @@ CTASSERT(sizeof(struct dmirror_leg_io) == 64);
 CTASSERT(sizeof(struct dmirror_parent_io) == 40);
 CTASSERT(sizeof(struct dmirror_status) == 2192);
 CTASSERT(sizeof(struct dmirror_host_ops) == 88);
-CTASSERT(sizeof(struct dmirror_assembly) == 2240);
+CTASSERT(sizeof(struct dmirror_assembly) == 3792);
+CTASSERT(sizeof(struct dmirror_leg_read) == 64);
+CTASSERT(sizeof(struct dmirror_why) == 16);
 
 FEATURE(geom_dmirror, "GEOM dmirror (RAID1 with a Rust core) support");
 
@@ -142,6 +144,7 @@ struct g_dmirror_cand {
 	uint8_t *slot0, *slot1;     /* superblock slots as read (NULL: unreadable) */
 	uint64_t slot_bytes;
 	uint64_t sectors;           /* in mirror sectors */
+	uint32_t ss;                /* the mirror's sector size */
 	u_int slot;                 /* the leg slot its superblock names */
 	uint64_t generation;
 	uint32_t members;           /* slots its superblock lists (bit k: slot k not EMPTY) */
@@ -256,6 +259,8 @@ struct g_dmirror_softc {
 
 static g_taste_t g_dmirror_taste;
 static g_ctl_req_t g_dmirror_ctlreq;
+static g_init_t g_dmirror_init;
+static g_fini_t g_dmirror_fini;
 static g_ctl_destroy_geom_t g_dmirror_destroy_geom;
 static g_start_t g_dmirror_start;
 static g_orphan_t g_dmirror_orphan;
@@ -267,6 +272,8 @@ struct g_class g_dmirror_class = {
 	.version = G_VERSION,
 	.taste = g_dmirror_taste,
 	.ctlreq = g_dmirror_ctlreq,
+	.init = g_dmirror_init,
+	.fini = g_dmirror_fini,
 	.destroy_geom = g_dmirror_destroy_geom,
 	.start = g_dmirror_start,
 	.orphan = g_dmirror_orphan,
@@ -510,17 +517,129 @@ g_dmirror_write_bytes(struct g_consumer *cp, off_t off, const uint8_t *buf, uint
 }
 
 /*
+ * The class's helper thread. dmirror_assemble(), dmirror_create() and
+ * dmirror_create_assembled() need about 32 KiB of kernel stack (dmirror.h), more than the GEOM
+ * event thread (taste, ctlreq) has. The mirror workers are created with a large stack; taste,
+ * clear and dump, which run in the event thread, hand dmirror_assemble() to this thread and
+ * wait for it. One per class (started by init, stopped by fini); jobs are serialized.
+ */
+#define DM_KSTACK_PAGES 12 /* 48 KiB on amd64 */
+
+struct g_dmirror_job {
+	const struct dmirror_leg_read *reads;
+	uint32_t nreads;
+	struct dmirror_assembly *out;
+	struct dmirror_why *why;
+	char *msg;
+	uint64_t msg_len;
+	int rc;
+	int done;
+	TAILQ_ENTRY(g_dmirror_job) link;
+};
+
+static TAILQ_HEAD(, g_dmirror_job) g_dmirror_jobs = TAILQ_HEAD_INITIALIZER(g_dmirror_jobs);
+static struct proc *g_dmirror_helper;
+static int g_dmirror_helper_state; /* 0 none, 1 running, 2 asked to stop, 3 stopped */
+
+static void
+g_dmirror_helper_main(void *arg __unused)
+{
+	struct g_dmirror_job *j;
+
+	mtx_lock(&g_dmirror_reqmtx);
+	for (;;) {
+		while ((j = TAILQ_FIRST(&g_dmirror_jobs)) == NULL && g_dmirror_helper_state == 1)
+			mtx_sleep(&g_dmirror_jobs, &g_dmirror_reqmtx, PRIBIO, "dm:help", 0);
+		if (j == NULL)
+			break;
+		TAILQ_REMOVE(&g_dmirror_jobs, j, link);
+		mtx_unlock(&g_dmirror_reqmtx);
+		j->rc = dmirror_assemble(j->reads, j->nreads, NULL, j->out, j->why, j->msg,
+		    j->msg_len);
+		mtx_lock(&g_dmirror_reqmtx);
+		j->done = 1;
+		wakeup(j);
+	}
+	g_dmirror_helper_state = 3;
+	wakeup(&g_dmirror_helper_state);
+	mtx_unlock(&g_dmirror_reqmtx);
+	kproc_exit(0);
+}
+
+static void
+g_dmirror_init(struct g_class *mp __unused)
+{
+
+	mtx_lock(&g_dmirror_reqmtx);
+	g_dmirror_helper_state = 1;
+	mtx_unlock(&g_dmirror_reqmtx);
+	if (kproc_create(g_dmirror_helper_main, NULL, &g_dmirror_helper, 0, DM_KSTACK_PAGES,
+	    "g_dmirror") != 0) {
+		printf("GEOM_DMIRROR: cannot start the helper thread: no mirror will be found "
+		    "by taste\n");
+		mtx_lock(&g_dmirror_reqmtx);
+		g_dmirror_helper_state = 0;
+		mtx_unlock(&g_dmirror_reqmtx);
+	}
+}
+
+static void
+g_dmirror_fini(struct g_class *mp __unused)
+{
+
+	mtx_lock(&g_dmirror_reqmtx);
+	if (g_dmirror_helper_state == 1) {
+		g_dmirror_helper_state = 2;
+		wakeup(&g_dmirror_jobs);
+		while (g_dmirror_helper_state != 3)
+			mtx_sleep(&g_dmirror_helper_state, &g_dmirror_reqmtx, PRIBIO, "dm:fini",
+			    0);
+	}
+	g_dmirror_helper_state = 0;
+	mtx_unlock(&g_dmirror_reqmtx);
+}
+
+/* dmirror_assemble() on the helper's stack (topology lock not held: this sleeps). */
+static int
+g_dmirror_assemble_on_helper(const struct dmirror_leg_read *reads, uint32_t nreads,
+    struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len)
+{
+	struct g_dmirror_job j;
+
+	memset(&j, 0, sizeof(j));
+	j.reads = reads;
+	j.nreads = nreads;
+	j.out = out;
+	j.why = why;
+	j.msg = msg;
+	j.msg_len = msg_len;
+	mtx_lock(&g_dmirror_reqmtx);
+	if (g_dmirror_helper_state != 1) {
+		mtx_unlock(&g_dmirror_reqmtx);
+		return (ENXIO);
+	}
+	TAILQ_INSERT_TAIL(&g_dmirror_jobs, &j, link);
+	wakeup(&g_dmirror_jobs);
+	while (!j.done)
+		mtx_sleep(&j, &g_dmirror_reqmtx, PRIBIO, "dm:asm", 0);
+	mtx_unlock(&g_dmirror_reqmtx);
+	return (j.rc);
+}
+
+/*
  * What one device says about itself: its superblock slots and the core's reading of them
- * (dmirror_assemble() over that one device). Heap-allocated: about 2.3 KiB.
+ * (dmirror_assemble() over that one device). Heap-allocated: about 4 KiB.
  */
 struct g_dmirror_ident {
 	uint8_t *slot0, *slot1;
 	uint64_t slot_bytes;
 	off_t off0, off1;           /* byte offsets of the two slots */
+	uint32_t ss;                /* the mirror's sector size */
 	uint64_t sectors;           /* device size in mirror sectors */
 	u_int slot;                 /* which leg slot this device is */
 	struct dmirror_assembly as;
 	struct dmirror_why why;
+	char msg[128];
 };
 
 static void
@@ -536,9 +655,9 @@ g_dmirror_ident_free(struct g_dmirror_ident *id)
 
 /*
  * Read the superblock slots of cp's provider (open for reading, topology lock dropped) and
- * identify the device. The slots' place depends on the mirror's sector size, which is only
- * known after decoding: decode with the provider's sector size first and, if the superblock
- * names another, read again with that one.
+ * identify the device. The slots' place depends on the mirror's sector size, known only after
+ * decoding: read with the provider's sector size first; if the core answers
+ * DMIRROR_WHY_READ_SECTOR_SIZE, read again with the size it names.
  */
 static int
 g_dmirror_read_ident(struct g_consumer *cp, struct g_dmirror_ident **out)
@@ -554,13 +673,17 @@ g_dmirror_read_ident(struct g_consumer *cp, struct g_dmirror_ident **out)
 	*out = NULL;
 	id = malloc(sizeof(*id), M_DMIRROR, M_WAITOK | M_ZERO);
 	ss = pp->sectorsize;
-	for (pass = 0; pass < 2; pass++) {
+	for (pass = 0;; pass++) {
+		if (ss < pp->sectorsize || ss % pp->sectorsize != 0) {
+			error = EINVAL;
+			goto fail;
+		}
+		id->ss = ss;
 		id->sectors = (uint64_t)pp->mediasize / ss;
 		error = dmirror_sb_location(id->sectors, ss, &s0, &s1, &bytes);
 		if (error != 0)
 			goto fail;
-		if (bytes == 0 || bytes > 1024 * 1024 || bytes % pp->sectorsize != 0 ||
-		    (s0 * ss) % pp->sectorsize != 0 || (s1 * ss) % pp->sectorsize != 0) {
+		if (bytes == 0 || bytes > 1024 * 1024 || bytes % pp->sectorsize != 0) {
 			error = EINVAL;
 			goto fail;
 		}
@@ -590,16 +713,20 @@ g_dmirror_read_ident(struct g_consumer *cp, struct g_dmirror_ident **out)
 		rd.slot1_len = id->slot1 != NULL ? bytes : 0;
 		rd.sectors = id->sectors;
 		rd.label = 0;
-		error = dmirror_assemble(&rd, 1, NULL, &id->as, &id->why);
-		if (error != 0)
-			goto fail;
-		if (id->as.config.sector_size == ss)
+		rd.name = pp->name;
+		rd.sector_size = ss;
+		memset(&id->why, 0, sizeof(id->why));
+		error = g_dmirror_assemble_on_helper(&rd, 1, &id->as, &id->why, id->msg,
+		    sizeof(id->msg));
+		if (error == 0)
 			break;
-		ss = id->as.config.sector_size;
-		if (pass == 1 || ss < pp->sectorsize || ss % pp->sectorsize != 0) {
-			error = EINVAL;
+		if (g_dmirror_debug > 1)
+			printf("GEOM_DMIRROR: %s: %s (%s)\n", pp->name,
+			    dmirror_why_str(id->why.code), id->msg);
+		if (pass > 0 || id->why.code != DMIRROR_WHY_READ_SECTOR_SIZE ||
+		    id->why.value == 0 || id->why.value > 65536)
 			goto fail;
-		}
+		ss = (uint32_t)id->why.value;
 	}
 	for (k = 0; k < DMIRROR_MAX_LEGS; k++) {
 		if (id->as.present[k] && id->as.label[k] == 0)
@@ -1454,9 +1581,16 @@ attach_undo:
 
 /* ---- creating the core ---- */
 
+/*
+ * Create the core: from cfg + init (label), or from an assembly (as != NULL; the bitmaps it lists
+ * are read through meta_read from the legs already in sc_legs). Worker only: this needs the
+ * worker's large stack and may sleep. Whatever it allocated before failing is released by the
+ * teardown.
+ */
 static int
 g_dmirror_core_create(struct g_dmirror_softc *sc, const struct dmirror_config *cfg,
-    const struct dmirror_init *init, uint32_t flags, char *msg, size_t msglen)
+    const struct dmirror_init *init, const struct dmirror_assembly *as, char *msg,
+    size_t msglen)
 {
 	struct dmirror_why why;
 	uint64_t bytes;
@@ -1507,11 +1641,14 @@ g_dmirror_core_create(struct g_dmirror_softc *sc, const struct dmirror_config *c
 	sc->sc_work = malloc(sizeof(*sc->sc_work), M_DMIRROR, M_WAITOK | M_ZERO);
 
 	memset(&why, 0, sizeof(why));
-	error = dmirror_create(cfg, init, &sc->sc_ops, sc, flags, &sc->sc_m, &why);
+	if (as != NULL)
+		error = dmirror_create_assembled(as, cfg, &sc->sc_ops, sc, &sc->sc_m, &why);
+	else
+		error = dmirror_create(cfg, init, &sc->sc_ops, sc, 0, &sc->sc_m, &why);
 	if (error != 0) {
 		sc->sc_m = NULL;
-		snprintf(msg, msglen, "%s: cannot create the mirror: %s (%s)", sc->sc_name,
-		    g_dmirror_errstr(error), dmirror_why_str(why.code));
+		snprintf(msg, msglen, "%s: cannot create the mirror: %s (%s, leg %u)", sc->sc_name,
+		    g_dmirror_errstr(error), dmirror_why_str(why.code), why.leg);
 		return (error);
 	}
 	for (k = 0; k < DMIRROR_MAX_LEGS; k++) {
@@ -1568,6 +1705,7 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 	struct g_dmirror_leg *leg;
 	struct dmirror_why why;
 	struct g_dmirror_req *stop = NULL;
+	char amsg[128];
 	u_int n, k;
 	int error;
 
@@ -1585,28 +1723,44 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 	cv = malloc(sizeof(*cv) * 2 * DMIRROR_MAX_LEGS, M_DMIRROR, M_WAITOK | M_ZERO);
 	as = malloc(sizeof(*as), M_DMIRROR, M_WAITOK | M_ZERO);
 
-	/* Under the topology lock: no candidate comes or goes while we choose. */
+	/*
+	 * Under the topology lock: no candidate comes or goes while we choose. Every candidate is
+	 * opened first; one that cannot be opened is left out of the assembly (the core then sees
+	 * its leg as missing), so that the bitmaps the assembly asks for come from legs we hold.
+	 */
 	g_topology_lock();
 	sc->sc_state = DM_ASSEMBLING;
 	n = 0;
 	TAILQ_FOREACH(c, &sc->sc_cands, link) {
-		if (n == 2 * DMIRROR_MAX_LEGS)
-			break;
+		if (n == 2 * DMIRROR_MAX_LEGS || c->cp == NULL)
+			continue;
+		error = g_access(c->cp, 1, 1, 1);
+		if (error != 0) {
+			printf("GEOM_DMIRROR: %s: cannot open %s (error %d): left out\n",
+			    sc->sc_name, c->cp->provider->name, error);
+			continue;
+		}
 		reads[n].slot0 = c->slot0;
 		reads[n].slot0_len = c->slot0 != NULL ? c->slot_bytes : 0;
 		reads[n].slot1 = c->slot1;
 		reads[n].slot1_len = c->slot1 != NULL ? c->slot_bytes : 0;
 		reads[n].sectors = c->sectors;
 		reads[n].label = n;
+		reads[n].name = c->cp->provider->name;
+		reads[n].sector_size = c->ss;
 		cv[n] = c;
 		n++;
 	}
 	memset(&why, 0, sizeof(why));
-	error = n == 0 ? DMIRROR_ENXIO : dmirror_assemble(reads, n, sc->sc_uuid, as, &why);
+	amsg[0] = '\0';
+	/* Pure and non-sleeping; the worker's stack is large enough (DM_KSTACK_PAGES). */
+	error = n == 0 ? DMIRROR_ENXIO :
+	    dmirror_assemble(reads, n, NULL, as, &why, amsg, sizeof(amsg));
 	if (error != 0) {
 		g_topology_unlock();
-		snprintf(msg, msglen, "%s: cannot assemble from %u device(s): %s (%s)",
-		    sc->sc_name, n, g_dmirror_errstr(error), dmirror_why_str(why.code));
+		snprintf(msg, msglen, "%s: cannot assemble from %u device(s): %s (%s%s%s)",
+		    sc->sc_name, n, g_dmirror_errstr(error), dmirror_why_str(why.code),
+		    amsg[0] != '\0' ? ": " : "", amsg);
 		goto out;
 	}
 	sc->sc_generation = as->init.generation;
@@ -1619,28 +1773,20 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 		c = cv[as->label[k]];
 		if (c->cp == NULL)
 			continue;
-		error = g_access(c->cp, 1, 1, 1);
-		if (error != 0) {
-			printf("GEOM_DMIRROR: %s: cannot open %s (error %d): leg %u is missing\n",
-			    sc->sc_name, c->cp->provider->name, error, k);
-			as->present[k] = 0;
-			if (as->init.legs[k].state == DMIRROR_LEG_IN_SYNC ||
-			    as->init.legs[k].state == DMIRROR_LEG_REBUILDING)
-				as->init.legs[k].state = DMIRROR_LEG_MISSING;
-			continue;
-		}
 		leg->cp = c->cp;
 		leg->cp->private = leg;
 		leg->sectors = c->sectors;
 		c->cp = NULL;
 	}
-	/* Devices not used (stale copies, other slots' duplicates) are let go. */
+	/* Devices not used (stale copies, duplicates, left out) are let go. */
 	while ((c = TAILQ_FIRST(&sc->sc_cands)) != NULL) {
 		TAILQ_REMOVE(&sc->sc_cands, c, link);
 		if (c->cp != NULL) {
-			printf("GEOM_DMIRROR: %s: %s is not used (stale or duplicate)\n",
-			    sc->sc_name, c->cp->provider->name);
+			printf("GEOM_DMIRROR: %s: %s is not used\n", sc->sc_name,
+			    c->cp->provider->name);
 			c->cp->private = NULL;
+			if (c->cp->acr != 0 || c->cp->acw != 0 || c->cp->ace != 0)
+				g_access(c->cp, -c->cp->acr, -c->cp->acw, -c->cp->ace);
 			g_detach(c->cp);
 			g_destroy_consumer(c->cp);
 		}
@@ -1650,14 +1796,15 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 	}
 	sc->sc_ncands = 0;
 	g_topology_unlock();
+	if (amsg[0] != '\0')
+		DM_LOG(sc, "%s", amsg);
 
 	for (k = 0; k < as->config.legs && k < DMIRROR_MAX_LEGS; k++) {
 		if (as->init.legs[k].state != DMIRROR_LEG_EMPTY)
 			DM_LOG(sc, "leg %u: %s, %s", k, g_dmirror_legstate(as->init.legs[k].state),
 			    g_dmirror_legname(sc, k));
 	}
-	error = g_dmirror_core_create(sc, &as->config, &as->init, DMIRROR_CREATE_LOAD_BITMAPS,
-	    msg, msglen);
+	error = g_dmirror_core_create(sc, &as->config, NULL, as, msg, msglen);
 	if (error == 0)
 		g_dmirror_publish(sc);
 out:
@@ -1779,6 +1926,8 @@ g_dmirror_teardown(struct g_dmirror_softc *sc, int error, const char *msg)
 		TAILQ_REMOVE(&sc->sc_cands, c, link);
 		if (c->cp != NULL) {
 			c->cp->private = NULL;
+			if (c->cp->acr != 0 || c->cp->acw != 0 || c->cp->ace != 0)
+				g_access(c->cp, -c->cp->acr, -c->cp->acw, -c->cp->ace);
 			g_detach(c->cp);
 			g_destroy_consumer(c->cp);
 		}
@@ -1825,7 +1974,8 @@ g_dmirror_worker(void *arg)
 
 	msg[0] = '\0';
 	if (sc->sc_label) {
-		error = g_dmirror_core_create(sc, &sc->sc_cfg, sc->sc_init, 0, msg, sizeof(msg));
+		error = g_dmirror_core_create(sc, &sc->sc_cfg, sc->sc_init, NULL, msg,
+		    sizeof(msg));
 		if (error == 0) {
 			/*
 			 * label returns once a flush through the mirror completed: the core
@@ -2035,7 +2185,8 @@ g_dmirror_softc_launch(struct g_dmirror_softc *sc)
 	int error;
 
 	g_topology_assert();
-	error = kproc_create(g_dmirror_worker, sc, &sc->sc_worker, 0, 0, "g_dmirror %s",
+	error = kproc_create(g_dmirror_worker, sc, &sc->sc_worker, 0, DM_KSTACK_PAGES,
+	    "g_dmirror %s",
 	    sc->sc_name);
 	if (error != 0)
 		return (error);
@@ -2104,8 +2255,11 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 		g_topology_lock();
 	}
 	g_dmirror_tmp_release(cp);
-	if (error != 0 || id == NULL)
+	if (error != 0 || id == NULL) {
+		if (g_dmirror_debug > 0 && error != DMIRROR_EINVAL)
+			printf("GEOM_DMIRROR: %s: not a leg (error %d)\n", pp->name, error);
 		return (NULL);
+	}
 
 	memcpy(name, id->as.init.name, G_DMIRROR_NAME_MAX);
 	name[G_DMIRROR_NAME_MAX] = '\0';
@@ -2151,6 +2305,7 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 		id->slot0 = id->slot1 = NULL;
 		c->slot_bytes = id->slot_bytes;
 		c->sectors = id->sectors;
+		c->ss = id->ss;
 		c->slot = id->slot;
 		c->generation = id->as.init.generation;
 		c->members = members;

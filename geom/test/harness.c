@@ -330,6 +330,20 @@ disk_matches(struct mock_disk *d)
 	return (memcmp(d->mem, model, (size_t)msize) == 0);
 }
 
+/* Whether either superblock slot of d holds anything. */
+static int
+has_sb(struct mock_disk *d)
+{
+	uint64_t s0, s1, bytes;
+	int nz = 0;
+
+	if (dmirror_sb_location((uint64_t)d->size / SS, SS, &s0, &s1, &bytes) != 0)
+		return (0);
+	for (uint64_t i = 0; i < bytes; i++)
+		nz |= d->mem[s0 * SS + i] | d->mem[s1 * SS + i];
+	return (nz != 0);
+}
+
 static long
 allocs(const char *type)
 {
@@ -356,6 +370,7 @@ main(void)
 	LIST_INIT(&g_dmirror_class.geom);
 	LIST_INIT(&mock_disk_classp->geom);
 	mock_kern_start();
+	g_dmirror_class.init(&g_dmirror_class);
 	d0 = mock_disk_create("md0", DISK_BYTES, SS);
 	d1 = mock_disk_create("md1", DISK_BYTES, SS);
 	d2 = mock_disk_create("md2", DISK_BYTES + 1024 * 1024, SS);
@@ -373,6 +388,7 @@ main(void)
 	check(err[0] == '\0', "label m0 md0 /dev/md1 -r 64k: \"%s\"", err);
 	pp = mirror_provider("m0");
 	check(pp != NULL, "provider dmirror/m0 exists after label returned");
+	check(has_sb(d0) && has_sb(d1), "label wrote superblocks to both legs before returning");
 	if (pp == NULL)
 		goto out;
 	msize = pp->mediasize;
@@ -545,12 +561,14 @@ main(void)
 	g_destroy_consumer(tcp);
 	g_destroy_geom(tgp);
 	g_topology_unlock();
+	check(has_sb(d0), "md0 has superblocks before stop");
 	err = ctl_simple("stop", "m0", NULL, NULL);
 	check(err[0] == '\0', "stop m0: \"%s\"", err);
+	check(has_sb(d0), "stop leaves md0's superblocks in place");
 	check(mirror_provider("m0") == NULL, "provider gone after stop");
-	for (int i = 0; i < 200 && mock_live_kprocs > 0; i++)
+	for (int i = 0; i < 200 && mock_live_kprocs > 1; i++)
 		usleep(10000);
-	check(mock_live_kprocs == 0, "worker thread exited");
+	check(mock_live_kprocs == 1, "worker thread exited (the class helper remains)");
 
 	/* label -n with reserved slots, then destroy clears the superblocks */
 	ctl_init(&c, "label");
@@ -592,7 +610,8 @@ main(void)
 	}
 	/* stop -f of an open mirror: its users are orphaned, it stops */
 	err = ctl_simple("label", "m3", "md3", "md4");
-	check(err[0] == '\0', "label m3 md3 md4: \"%s\"", err);
+	check(err[0] == '\0' && wait_xml("m3", "<State>COMPLETE</State>", 20000),
+	    "label m3 md3 md4, in sync: \"%s\"", err);
 	pp = mirror_provider("m3");
 	g_topology_lock();
 	tgp = g_new_geomf(mock_disk_classp, "user2");
@@ -612,6 +631,67 @@ main(void)
 	g_destroy_consumer(tcp);
 	g_destroy_geom(tgp);
 	g_topology_unlock();
+	/*
+	 * Taste: m3's legs still carry its metadata. md3 alone: the mirror waits for md4, then
+	 * (kern.geom.dmirror.timeout, 4 s) starts without it; writes are made; md4 comes back and
+	 * rejoins incrementally; the data is right on both.
+	 */
+	{
+		struct g_geom *r;
+		g_topology_lock();
+		r = g_dmirror_class.taste(&g_dmirror_class, d3->pp, 0);
+		g_topology_unlock();
+		check(r != NULL, "taste of md3 recognizes a leg of m3");
+		usleep(500000);
+		check(mirror_provider("m3") == NULL && wait_xml("m3", "<State>STARTING</State>", 100),
+		    "m3 waits for its other leg");
+		for (int i = 0; i < 800 && mirror_provider("m3") == NULL; i++)
+			usleep(10000);
+		pp = mirror_provider("m3");
+		check(pp != NULL, "m3 assembled without md4 after the timeout");
+		if (pp != NULL) {
+			check(wait_xml("m3", "<Slot1>MISSING -</Slot1>", 2000), "m3 slot 1 MISSING");
+			msize = pp->mediasize;
+			memcpy(model, d3->mem, (size_t)msize);
+			check(read_all_matches(pp), "m3 reads back md3's data after assembly");
+			{
+				/* three writes into the first 64 KiB: one region changes */
+				static uint8_t wb[3][8 * SS];
+				int bad = 0;
+				for (int i = 0; i < 3; i++) {
+					memset(wb[i], 0x70 + i, sizeof(wb[i]));
+					memcpy(model + i * 16 * SS, wb[i], sizeof(wb[i]));
+					pio_start(&p, pp, BIO_WRITE, i * 16 * SS, sizeof(wb[i]), wb[i]);
+					bad |= pio_wait(&p);
+				}
+				check(bad == 0, "writes to degraded m3");
+			}
+			long w4 = d4->writes;
+			g_topology_lock();
+			r = g_dmirror_class.taste(&g_dmirror_class, d4->pp, 0);
+			g_topology_unlock();
+			check(r != NULL, "taste of md4 while m3 runs: accepted as its returning leg");
+			check(wait_xml("m3", "<State>COMPLETE</State>", 20000),
+			    "md4 rejoined and is in sync again");
+			check(disk_matches(d4) && disk_matches(d3), "both legs of m3 hold the data");
+			check(d4->writes - w4 < msize / (128 * 1024),
+			    "rejoin copied only what changed (%ld writes; a full copy takes %jd+)",
+			    d4->writes - w4, (intmax_t)(msize / (128 * 1024)));
+			err = ctl_simple("stop", "m3", NULL, NULL);
+			check(err[0] == '\0', "stop m3: \"%s\"", err);
+		}
+		g_topology_lock();
+		r = g_dmirror_class.taste(&g_dmirror_class, d0->pp, 0);
+		g_topology_unlock();
+		for (int i = 0; i < 200 && mirror_provider("m0") == NULL; i++)
+			usleep(10000);
+		pp = mirror_provider("m0");
+		check(r != NULL && pp != NULL, "taste of md0 brings m0 back at once (its only leg)");
+		if (pp != NULL) {
+			err = ctl_simple("stop", "m0", NULL, NULL);
+			check(err[0] == '\0', "stop m0 again: \"%s\"", err);
+		}
+	}
 	err = ctl_simple("stop", "nosuch", NULL, NULL);
 	check(strstr(err, "No such mirror") != NULL, "stop of an unknown mirror: \"%s\"", err);
 	{
@@ -624,8 +704,9 @@ main(void)
 	}
 
 	/* everything released */
-	for (int i = 0; i < 200 && mock_live_kprocs > 0; i++)
+	for (int i = 0; i < 200 && mock_live_kprocs > 1; i++)
 		usleep(10000);
+	g_dmirror_class.fini(&g_dmirror_class);
 	g_topology_lock();
 	mock_wash();
 	check(LIST_EMPTY(&g_dmirror_class.geom), "no dmirror geom left");

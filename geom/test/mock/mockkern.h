@@ -235,6 +235,8 @@ struct sbuf;
 typedef struct g_geom *g_taste_t(struct g_class *, struct g_provider *, int flags);
 typedef void g_ctl_req_t(struct gctl_req *, struct g_class *cp, char const *verb);
 typedef int g_ctl_destroy_geom_t(struct gctl_req *, struct g_class *cp, struct g_geom *gp);
+typedef void g_init_t(struct g_class *);
+typedef void g_fini_t(struct g_class *);
 typedef void g_start_t(struct bio *);
 typedef void g_orphan_t(struct g_consumer *);
 typedef int g_access_t(struct g_provider *, int, int, int);
@@ -246,6 +248,8 @@ struct g_class {
 	u_int version;
 	g_taste_t *taste;
 	g_ctl_req_t *ctlreq;
+	g_init_t *init;
+	g_fini_t *fini;
 	g_ctl_destroy_geom_t *destroy_geom;
 	g_start_t *start;
 	g_orphan_t *orphan;
