@@ -9,9 +9,8 @@
  * What this proves: the class's own logic (worker loop, child bios and their completion,
  * made-up completions and allocation-failure retries, control verbs, orphan handling, stop and
  * teardown with every allocation, bio and thread released). What it does not: that the class
- * behaves in a real FreeBSD kernel; mock/ is a model written here. Taste and assembly from
- * on-disk metadata are exercised only as far as the C ABI allows today (dmirror_assemble()
- * returns DMIRROR_ENOSYS in this build: then clear/dump must refuse and change nothing).
+ * behaves in a real FreeBSD kernel; mock/ is a model written here (no g_event thread: taste is
+ * called directly, as GEOM's event thread would).
  *
  * Output: "ok N - ..." / "not ok N - ..." per check, then "N passed, N failed".
  */
