@@ -3063,6 +3063,11 @@ g_dmirror_ctl_devices(struct gctl_req *req, struct g_class *mp, int clear)
 			sbuf_printf(sb, "  sector size %u, data %ju sectors, region %ju sectors\n",
 			    id->as.config.sector_size, (uintmax_t)id->as.config.data_sectors,
 			    (uintmax_t)id->as.config.region_sectors);
+			/*
+			 * dmirror.h has no raw superblock decoder: these are the states an
+			 * assembly from this device alone gives (other legs show as missing).
+			 */
+			sbuf_printf(sb, "  slots, as this device alone would assemble:\n");
 			for (k = 0; k < id->as.config.legs && k < (int)DMIRROR_MAX_LEGS; k++) {
 				sbuf_printf(sb, "  slot %d: %s", k,
 				    g_dmirror_legstate(id->as.init.legs[k].state));

@@ -691,6 +691,17 @@ main(void)
 			check(err[0] == '\0', "stop m0 again: \"%s\"", err);
 		}
 	}
+	/* dump and clear of a stopped mirror's leg */
+	ctl_init(&c, "dump");
+	ctl_arg(&c, "md4");
+	err = ctl_run(&c);
+	check(err[0] == '\0' && strstr(c.output, "md4: mirror m3 uuid ") != NULL &&
+	    strstr(c.output, "this device: slot 1 of 2") != NULL &&
+	    strstr(c.output, "slot 1: IN_SYNC") != NULL,
+	    "dump md4 describes m3's metadata: \"%s\"", err);
+	err = ctl_simple("clear", "md4", NULL, NULL);
+	check(err[0] == '\0' && !has_sb(d4) && has_sb(d3), "clear md4 erases its superblocks "
+	    "only: \"%s\"", err);
 	err = ctl_simple("stop", "nosuch", NULL, NULL);
 	check(strstr(err, "No such mirror") != NULL, "stop of an unknown mirror: \"%s\"", err);
 	{
