@@ -10,7 +10,7 @@
 #![no_main]
 
 use dmirror::assemble::{assemble, LegRead};
-use dmirror::format::{check_bitmap, crc32c, newest, Superblock, OFF_CRC, SB_BYTES};
+use dmirror::format::{check_bitmap, crc32c, decode_newest, newest, Superblock, OFF_CRC, SB_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 const SLOT_IN: usize = 1536;
@@ -28,7 +28,9 @@ fn slot(input: &[u8], fix_crc: bool) -> [u8; SB_BYTES] {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, mut rest)) = data.split_first() else { return };
+    let Some((&flags, mut rest)) = data.split_first() else {
+        return;
+    };
     let nlegs = usize::from(flags & 3) + 1;
     let fix = flags & 4 != 0;
     let sector_size = if flags & 8 != 0 { 4096 } else { 512 };
@@ -58,14 +60,19 @@ fuzz_target!(|data: &[u8]| {
         if let Err(e) = &a {
             assert!(!e.to_string().is_empty());
         }
-        match newest(a, b) {
+        let n = newest(a, b);
+        assert_eq!(decode_newest(&slots[k][0], &slots[k][1]), n);
+        match n {
             Ok(sb) => {
                 first_uuid.get_or_insert(sb.leg_uuid());
                 let mut again = [0u8; SB_BYTES];
                 sb.encode(&mut again).expect("a decoded superblock encodes");
                 assert_eq!(Superblock::decode(&again), Ok(sb));
                 let _ = sb.layout();
-                let _ = check_bitmap(&slots[k][1][..sb.bitmap_sectors.min(8) as usize * 512], sb.regions());
+                let _ = check_bitmap(
+                    &slots[k][1][..sb.bitmap_sectors.min(8) as usize * 512],
+                    sb.regions(),
+                );
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }

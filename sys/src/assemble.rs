@@ -17,7 +17,7 @@
 //!   table decides every leg's state; present legs of an older generation are stale and resync.
 use core::fmt;
 
-use crate::format::{newest, DiskLegState, FormatError, Superblock, UuidDisplay};
+use crate::format::{decode_newest, DiskLegState, FormatError, Superblock, UuidDisplay};
 pub use crate::format::{or_into, slot_positions};
 use crate::init::{Init, LegInit, Rebuild};
 use crate::types::{LegState, MAX_LEGS};
@@ -44,10 +44,7 @@ pub struct LegRead<'a> {
 impl LegRead<'_> {
     /// The superblock this leg's slots hold (the valid newest of the two).
     pub fn superblock(&self) -> Result<Superblock, FormatError> {
-        newest(
-            Superblock::decode(self.slot0),
-            Superblock::decode(self.slot1),
-        )
+        decode_newest(self.slot0, self.slot1)
     }
 }
 
@@ -198,7 +195,7 @@ pub struct Assembly {
     pub clean: bool,
     /// A split brain was resolved by the caller's choice.
     pub split_brain_resolved: bool,
-    /// Bit k: read the write-intent bitmap of slot k (the present in-sync legs) when not clean.
+    /// Bit k: read the write-intent bitmap of slot k (every present leg; clean or not).
     pub dirty_from: u32,
     /// Bit k: the tracking bitmap of slot k must be read (an incremental resync uses it).
     pub tracking_needed: u32,
@@ -241,6 +238,7 @@ impl Seen {
 }
 
 /// Decode one leg and check what can be checked on it alone.
+#[inline(never)]
 fn read_leg<'a>(l: &LegRead<'a>) -> Result<Superblock, AssembleError<'a>> {
     let sb = l.superblock().map_err(|error| AssembleError::Unreadable {
         leg: l.label,
@@ -268,13 +266,72 @@ fn bit(mask: u32, i: usize) -> bool {
     i < 32 && mask & (1u32 << i) != 0
 }
 
-/// Same leg table (UUIDs and states; rebuild progress may differ).
-fn same_history(a: &Superblock, b: &Superblock) -> bool {
-    a.nlegs == b.nlegs
-        && a.legs
-            .iter()
-            .zip(b.legs.iter())
-            .all(|(x, y)| x.uuid == y.uuid && x.state == y.state)
+// The helpers below decode superblocks in their own (not inlined) frames, so that no more than
+// two decoded superblocks (~1.4 KiB each) are alive at once and `assemble` itself holds only the
+// winner's: assembly must also fit a kernel thread's stack.
+
+/// What assembly keeps of one leg.
+#[inline(never)]
+fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
+    let sb = read_leg(l)?;
+    let own = sb.own();
+    Ok(Seen {
+        mirror: sb.mirror_uuid,
+        uuid: own.uuid,
+        index: sb.leg_index,
+        own: own.state,
+        generation: sb.generation,
+        seq: sb.seq,
+        clean: sb.clean,
+        sectors: own.sectors,
+        sector_size: sb.sector_size,
+        region_sectors: sb.region_sectors,
+        data_sectors: sb.data_sectors,
+    })
+}
+
+/// Bit j set: leg `l` (input `i`) records input leg j as out of the mirror (failed, missing,
+/// removed) or does not know it. A leg recorded as rebuilding is still in the mirror: it takes
+/// every write, so a leg that saw it rebuilding did not run without it.
+#[inline(never)]
+fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, AssembleError<'a>> {
+    let sb = read_leg(l)?;
+    let mut row = 0u32;
+    for (j, s) in seen.iter().enumerate().take(32) {
+        let member = sb
+            .find_leg(&s.uuid)
+            .and_then(|k| sb.legs.get(usize::from(k)))
+            .is_some_and(|e| matches!(e.state, DiskLegState::InSync | DiskLegState::Rebuilding));
+        if j != i && !member {
+            row |= 1u32 << j;
+        }
+    }
+    Ok(row)
+}
+
+/// A leg table without rebuild progress: what a generation's history is.
+#[derive(PartialEq, Eq)]
+struct History {
+    nlegs: u8,
+    legs: [([u8; 16], DiskLegState); MAX_LEGS],
+}
+
+#[inline(never)]
+fn history<'a>(l: &LegRead<'a>) -> Result<History, AssembleError<'a>> {
+    let sb = read_leg(l)?;
+    let mut h = History {
+        nlegs: sb.nlegs,
+        legs: [([0; 16], DiskLegState::Empty); MAX_LEGS],
+    };
+    for (dst, src) in h.legs.iter_mut().zip(sb.legs.iter()) {
+        *dst = (src.uuid, src.state);
+    }
+    Ok(h)
+}
+
+/// The two legs' tables hold the same UUIDs in the same states (rebuild progress may differ).
+fn same_history<'a>(a: &LegRead<'a>, b: &LegRead<'a>) -> Result<bool, AssembleError<'a>> {
+    Ok(history(a)? == history(b)?)
 }
 
 fn label<'a>(legs: &[LegRead<'a>], i: usize) -> &'a str {
@@ -285,40 +342,22 @@ fn seen_at(seen: &[Seen], i: usize) -> Seen {
     seen.get(i).copied().unwrap_or(Seen::NONE)
 }
 
-/// Decide the mirror's starting state from the legs present (any subset, any order).
-/// `choose` names (by leg UUID) the leg whose view wins a split brain; it is consulted only when
-/// there is one, but must name a present leg in any case.
-pub fn assemble<'a>(
+/// Everything up to the choice of the winner: per-leg checks, mirror identity, duplicates, split
+/// brain. Returns the winner's input index, the inputs to rebuild in full, whether a split brain
+/// was resolved. Fills `seen_buf[..legs.len()]`. Not inlined: its working set is freed before
+/// `assemble` builds its answer.
+#[inline(never)]
+fn decide<'a>(
     legs: &[LegRead<'a>],
     choose: Option<[u8; 16]>,
-) -> Result<Assembly, AssembleError<'a>> {
+    seen_buf: &mut [Seen; MAX_LEGS],
+) -> Result<(usize, u32, bool), AssembleError<'a>> {
     let n = legs.len();
-    if n == 0 {
-        return Err(AssembleError::NoLegs);
-    }
-    if n > MAX_LEGS {
-        return Err(AssembleError::TooManyLegs { count: n });
-    }
-
     // Pass 1: decode every leg alone.
-    let mut seen_buf = [Seen::NONE; MAX_LEGS];
     for (s, l) in seen_buf.iter_mut().zip(legs) {
-        let sb = read_leg(l)?;
-        *s = Seen {
-            mirror: sb.mirror_uuid,
-            uuid: sb.leg_uuid(),
-            index: sb.leg_index,
-            own: sb.own().state,
-            generation: sb.generation,
-            seq: sb.seq,
-            clean: sb.clean,
-            sectors: sb.own().sectors,
-            sector_size: sb.sector_size,
-            region_sectors: sb.region_sectors,
-            data_sectors: sb.data_sectors,
-        };
+        *s = summarize(l)?;
     }
-    let seen = seen_buf.get(..n).unwrap_or(&[]);
+    let seen: &[Seen] = seen_buf.get(..n).unwrap_or(&[]);
 
     // Which mirror: the one most legs belong to (ties: the newer generation, then the first).
     let mut reference = Seen::NONE;
@@ -348,20 +387,11 @@ pub fn assemble<'a>(
         }
     }
 
-    // Pass 2: who each leg thinks is not in sync. Bit j of `out_of_sync[i]`: leg i's table records
-    // leg j as anything but in sync (or does not know it).
+    // Pass 2: who each leg thinks has left. Bit j of `out_of_sync[i]`: leg i's table records leg
+    // j as out of the mirror (or does not know it).
     let mut out_of_sync = [0u32; MAX_LEGS];
     for (i, (l, row)) in legs.iter().zip(out_of_sync.iter_mut()).enumerate() {
-        let sb = read_leg(l)?;
-        for (j, s) in seen.iter().enumerate() {
-            let insync = sb
-                .find_leg(&s.uuid)
-                .and_then(|k| sb.legs.get(usize::from(k)))
-                .is_some_and(|e| e.state == DiskLegState::InSync);
-            if j != i && !insync {
-                *row |= 1u32 << j;
-            }
-        }
+        *row = out_of_sync_row(l, i, seen)?;
     }
     let mutual = |i: usize, j: usize| -> bool {
         let (a, b) = (seen_at(seen, i), seen_at(seen, j));
@@ -391,11 +421,10 @@ pub fn assemble<'a>(
             else {
                 continue;
             };
-            let (a, b) = match (legs.get(f), legs.get(i)) {
-                (Some(a), Some(b)) => (read_leg(a)?, read_leg(b)?),
-                _ => continue,
+            let (Some(a), Some(b)) = (legs.get(f), legs.get(i)) else {
+                continue;
             };
-            if !same_history(&a, &b) {
+            if !same_history(a, b)? {
                 split = Some((f, i));
                 break;
             }
@@ -426,9 +455,8 @@ pub fn assemble<'a>(
                     leg: label(legs, x),
                 });
             }
-            let wx = match legs.get(x) {
-                Some(l) => read_leg(l)?,
-                None => return Err(AssembleError::NoUsableLeg),
+            let Some(lx) = legs.get(x) else {
+                return Err(AssembleError::NoUsableLeg);
             };
             for (j, s) in seen.iter().enumerate() {
                 if j == x {
@@ -438,7 +466,7 @@ pub fn assemble<'a>(
                     || s.generation > sx.generation
                     || (s.generation == sx.generation
                         && match legs.get(j) {
-                            Some(l) => !same_history(&wx, &read_leg(l)?),
+                            Some(l) => !same_history(lx, l)?,
                             None => false,
                         });
                 if diverged {
@@ -460,178 +488,216 @@ pub fn assemble<'a>(
             w
         }
     };
-    let winner = match legs.get(winner_input) {
-        Some(l) => read_leg(l)?,
-        None => return Err(AssembleError::NoUsableLeg),
-    };
+    Ok((winner_input, forced_full, split.is_some()))
+}
 
-    // Membership and geometry against the winner.
-    let mut slot_of_input = [0u8; MAX_LEGS];
-    let mut input_of_slot: [Option<usize>; MAX_LEGS] = [None; MAX_LEGS];
-    for (i, (s, slot)) in seen.iter().zip(slot_of_input.iter_mut()).enumerate() {
-        let leg = label(legs, i);
-        let k = winner
-            .find_leg(&s.uuid)
-            .ok_or(AssembleError::NotMember { leg })?;
-        if k != s.index {
-            return Err(AssembleError::Geometry {
-                leg,
-                field: "leg index",
-            });
-        }
-        if s.sector_size != winner.sector_size {
-            return Err(AssembleError::Geometry {
-                leg,
-                field: "sector size",
-            });
-        }
-        if s.region_sectors != winner.region_sectors {
-            return Err(AssembleError::Geometry {
-                leg,
-                field: "region size",
-            });
-        }
-        if s.data_sectors != winner.data_sectors {
-            return Err(AssembleError::Geometry {
-                leg,
-                field: "data size",
-            });
-        }
-        let recorded = winner.legs.get(usize::from(k)).map_or(0, |e| e.sectors);
-        if recorded != s.sectors {
-            return Err(AssembleError::WrongSize {
-                leg,
-                recorded,
-                actual: s.sectors,
-            });
-        }
-        *slot = k;
-        if let Some(e) = input_of_slot.get_mut(usize::from(k)) {
-            *e = Some(i);
-        }
+/// Decide the mirror's starting state from the legs present (any subset, any order).
+/// `choose` names (by leg UUID) the leg whose view wins a split brain; it is consulted only when
+/// there is one, but must name a present leg in any case.
+pub fn assemble<'a>(
+    legs: &[LegRead<'a>],
+    choose: Option<[u8; 16]>,
+) -> Result<Assembly, AssembleError<'a>> {
+    let n = legs.len();
+    if n == 0 {
+        return Err(AssembleError::NoLegs);
+    }
+    if n > MAX_LEGS {
+        return Err(AssembleError::TooManyLegs { count: n });
     }
 
-    // Every slot's starting state.
-    let full = Rebuild {
-        checkpoint: 0,
-        full: true,
+    // Phase 1 picks the winner; then its table decides every slot (the answer is built in place).
+    let mut seen_buf = [Seen::NONE; MAX_LEGS];
+    let (winner_input, forced_full, resolved) = decide(legs, choose, &mut seen_buf)?;
+    let seen: &[Seen] = seen_buf.get(..n).unwrap_or(&[]);
+    let Some(wl) = legs.get(winner_input) else {
+        return Err(AssembleError::NoUsableLeg);
     };
-    let incremental = Rebuild {
-        checkpoint: 0,
-        full: false,
-    };
-    let mut out = [LegInit::EMPTY; MAX_LEGS];
-    let mut tracking_needed = 0u32;
-    let mut leg_seq = [0u64; MAX_LEGS];
-    for (k, ((o, w), present)) in out
-        .iter_mut()
-        .zip(winner.legs.iter())
-        .zip(input_of_slot.iter())
-        .enumerate()
-        .take(usize::from(winner.nlegs))
-    {
-        let track = 1u32 << k;
-        let (state, rebuild) = match present {
-            Some(i) => {
-                let s = seen_at(seen, *i);
-                if let Some(q) = leg_seq.get_mut(k) {
-                    *q = s.seq;
-                }
-                if bit(forced_full, *i) {
-                    (LegState::Rebuilding, full)
-                } else {
-                    match w.state {
-                        DiskLegState::InSync => (LegState::InSync, incremental),
-                        DiskLegState::Missing => {
-                            tracking_needed |= track;
-                            (LegState::Rebuilding, incremental)
-                        }
-                        DiskLegState::Rebuilding => {
-                            if !w.full {
-                                tracking_needed |= track;
-                            }
-                            let r = Rebuild {
-                                checkpoint: w.checkpoint,
-                                full: w.full,
-                            };
-                            (LegState::Rebuilding, r)
-                        }
-                        DiskLegState::Failed | DiskLegState::Empty => (LegState::Rebuilding, full),
-                    }
-                }
-            }
-            None => match w.state {
-                DiskLegState::InSync => (LegState::Missing, incremental),
-                DiskLegState::Missing => {
-                    tracking_needed |= track;
-                    (LegState::Missing, incremental)
-                }
-                DiskLegState::Rebuilding if !w.full => {
-                    tracking_needed |= track;
-                    (LegState::Missing, incremental)
-                }
-                // A full rebuild interrupted by the leg vanishing starts over when it returns.
-                DiskLegState::Rebuilding | DiskLegState::Failed => (LegState::Failed, full),
-                DiskLegState::Empty => (LegState::Empty, LegInit::EMPTY.rebuild),
-            },
-        };
-        *o = LegInit {
-            state,
-            uuid: w.uuid,
-            sectors: w.sectors,
-            rebuild,
-        };
-    }
-
-    // In-sync present legs: the authoritative one, whose bitmaps to read, clean or not.
-    let present_insync = |k: usize| -> bool {
-        input_of_slot.get(k).is_some_and(|p| p.is_some())
-            && out.get(k).is_some_and(|l| l.state == LegState::InSync)
-    };
-    let mut dirty_from = 0u32;
-    let mut clean = true;
-    let mut tracking_from: Option<u8> = None;
-    let mut newest_key = (0u64, 0u64);
-    for k in 0..usize::from(winner.nlegs) {
-        if !present_insync(k) {
-            continue;
-        }
-        let s = match input_of_slot.get(k).copied().flatten() {
-            Some(i) => seen_at(seen, i),
-            None => continue,
-        };
-        dirty_from |= 1u32 << k;
-        clean &= s.clean;
-        if tracking_from.is_none() || (s.generation, s.seq) > newest_key {
-            tracking_from = Some(k as u8);
-            newest_key = (s.generation, s.seq);
-        }
-    }
-    let authoritative = if present_insync(usize::from(winner.authoritative)) {
-        winner.authoritative
-    } else {
-        match (0..usize::from(winner.nlegs)).find(|&k| present_insync(k)) {
-            Some(k) => k as u8,
-            None => return Err(AssembleError::NoUsableLeg),
-        }
-    };
-
-    Ok(Assembly {
-        winner,
+    let mut a = Assembly {
+        winner: read_leg(wl)?,
         winner_input,
-        slot_of_input,
-        input_of_slot,
-        legs: out,
-        authoritative,
+        slot_of_input: [0; MAX_LEGS],
+        input_of_slot: [None; MAX_LEGS],
+        legs: [LegInit::EMPTY; MAX_LEGS],
+        authoritative: 0,
         generation: seen.iter().map(|s| s.generation).max().unwrap_or(0),
         seq: seen.iter().map(|s| s.seq).max().unwrap_or(0),
-        leg_seq,
-        clean,
-        split_brain_resolved: split.is_some(),
-        dirty_from,
-        tracking_needed,
-        tracking_from,
-    })
+        leg_seq: [0; MAX_LEGS],
+        clean: true,
+        split_brain_resolved: resolved,
+        dirty_from: 0,
+        tracking_needed: 0,
+        tracking_from: None,
+    };
+    a.settle(legs, seen, forced_full)?;
+    Ok(a)
+}
+
+impl Assembly {
+    /// Membership and geometry of every present leg against the winner, then every slot's
+    /// starting state, the authoritative leg, the bitmaps to read.
+    fn settle<'a>(
+        &mut self,
+        legs: &[LegRead<'a>],
+        seen: &[Seen],
+        forced_full: u32,
+    ) -> Result<(), AssembleError<'a>> {
+        let winner = &self.winner;
+        // Membership and geometry against the winner.
+        for (i, (s, slot)) in seen.iter().zip(self.slot_of_input.iter_mut()).enumerate() {
+            let leg = label(legs, i);
+            let k = winner
+                .find_leg(&s.uuid)
+                .ok_or(AssembleError::NotMember { leg })?;
+            if k != s.index {
+                return Err(AssembleError::Geometry {
+                    leg,
+                    field: "leg index",
+                });
+            }
+            if s.sector_size != winner.sector_size {
+                return Err(AssembleError::Geometry {
+                    leg,
+                    field: "sector size",
+                });
+            }
+            if s.region_sectors != winner.region_sectors {
+                return Err(AssembleError::Geometry {
+                    leg,
+                    field: "region size",
+                });
+            }
+            if s.data_sectors != winner.data_sectors {
+                return Err(AssembleError::Geometry {
+                    leg,
+                    field: "data size",
+                });
+            }
+            let recorded = winner.legs.get(usize::from(k)).map_or(0, |e| e.sectors);
+            if recorded != s.sectors {
+                return Err(AssembleError::WrongSize {
+                    leg,
+                    recorded,
+                    actual: s.sectors,
+                });
+            }
+            *slot = k;
+            if let Some(e) = self.input_of_slot.get_mut(usize::from(k)) {
+                *e = Some(i);
+            }
+        }
+
+        // Every slot's starting state.
+        let full = Rebuild {
+            checkpoint: 0,
+            full: true,
+        };
+        let incremental = Rebuild {
+            checkpoint: 0,
+            full: false,
+        };
+        for (k, ((o, w), present)) in self
+            .legs
+            .iter_mut()
+            .zip(winner.legs.iter())
+            .zip(self.input_of_slot.iter())
+            .enumerate()
+            .take(usize::from(winner.nlegs))
+        {
+            let track = 1u32 << k;
+            let (state, rebuild) = match present {
+                Some(i) => {
+                    let s = seen_at(seen, *i);
+                    if let Some(q) = self.leg_seq.get_mut(k) {
+                        *q = s.seq;
+                    }
+                    if bit(forced_full, *i) {
+                        (LegState::Rebuilding, full)
+                    } else {
+                        match w.state {
+                            DiskLegState::InSync => (LegState::InSync, incremental),
+                            DiskLegState::Missing => {
+                                self.tracking_needed |= track;
+                                (LegState::Rebuilding, incremental)
+                            }
+                            DiskLegState::Rebuilding => {
+                                if !w.full {
+                                    self.tracking_needed |= track;
+                                }
+                                let r = Rebuild {
+                                    checkpoint: w.checkpoint,
+                                    full: w.full,
+                                };
+                                (LegState::Rebuilding, r)
+                            }
+                            DiskLegState::Failed | DiskLegState::Empty => {
+                                (LegState::Rebuilding, full)
+                            }
+                        }
+                    }
+                }
+                None => match w.state {
+                    DiskLegState::InSync => (LegState::Missing, incremental),
+                    DiskLegState::Missing => {
+                        self.tracking_needed |= track;
+                        (LegState::Missing, incremental)
+                    }
+                    DiskLegState::Rebuilding if !w.full => {
+                        self.tracking_needed |= track;
+                        (LegState::Missing, incremental)
+                    }
+                    // A full rebuild interrupted by the leg vanishing starts over when it returns.
+                    DiskLegState::Rebuilding | DiskLegState::Failed => (LegState::Failed, full),
+                    DiskLegState::Empty => (LegState::Empty, LegInit::EMPTY.rebuild),
+                },
+            };
+            *o = LegInit {
+                state,
+                uuid: w.uuid,
+                sectors: w.sectors,
+                rebuild,
+            };
+        }
+
+        // In-sync present legs: the authoritative one, whose bitmaps to read, clean or not.
+        let present_insync = |k: usize| -> bool {
+            self.input_of_slot.get(k).is_some_and(|p| p.is_some())
+                && self
+                    .legs
+                    .get(k)
+                    .is_some_and(|l| l.state == LegState::InSync)
+        };
+        let mut newest_key = (0u64, 0u64);
+        for k in 0..usize::from(winner.nlegs) {
+            // Every present leg's write-intent bitmap counts, not only the in-sync ones': a
+            // rebuilding leg already copied past a region takes writes there once its own
+            // bitmap is durable, so its bitmap may be the only record that the region is dirty.
+            if self.input_of_slot.get(k).is_some_and(|p| p.is_some()) {
+                self.dirty_from |= 1u32 << k;
+            }
+            if !present_insync(k) {
+                continue;
+            }
+            let s = match self.input_of_slot.get(k).copied().flatten() {
+                Some(i) => seen_at(seen, i),
+                None => continue,
+            };
+            self.clean &= s.clean;
+            if self.tracking_from.is_none() || (s.generation, s.seq) > newest_key {
+                self.tracking_from = Some(k as u8);
+                newest_key = (s.generation, s.seq);
+            }
+        }
+        self.authoritative = if present_insync(usize::from(winner.authoritative)) {
+            winner.authoritative
+        } else {
+            match (0..usize::from(winner.nlegs)).find(|&k| present_insync(k)) {
+                Some(k) => k as u8,
+                None => return Err(AssembleError::NoUsableLeg),
+            }
+        };
+        Ok(())
+    }
 }
 
 impl Assembly {
@@ -1219,6 +1285,30 @@ mod tests {
         }
     }
 
+    /// Found by the crash simulator: leg a's last word (older) saw leg b rebuilding — still in
+    /// the mirror, taking every write — and leg b's newer word records a as failed. That is a
+    /// stale leg, not a split brain: b wins and a is rebuilt in full.
+    #[test]
+    fn a_leg_that_saw_the_other_rebuilding_is_stale_not_split() {
+        let (sb, mut disks) = mirror(2);
+        let mut sa = change(&sb, 1, DiskLegState::Rebuilding);
+        sa.legs[1].full = true;
+        disks[0].put(&sa, 0, 1);
+        let mut sbb = change(&sa, 0, DiskLegState::Failed);
+        sbb.legs[1].state = DiskLegState::InSync;
+        sbb.legs[1].full = false;
+        sbb.generation += 1;
+        disks[1].put(&sbb, 1, 2);
+        for order in [[0, 1], [1, 0]] {
+            let x = assemble(&reads(&disks, &order), None).unwrap();
+            assert_eq!(
+                states(&x),
+                vec![(LegState::Rebuilding, FULL), (LegState::InSync, INC)]
+            );
+            assert_eq!(x.authoritative, 1);
+        }
+    }
+
     #[test]
     fn same_generation_different_history_is_split_brain() {
         let (sb, mut disks) = mirror(3);
@@ -1316,7 +1406,8 @@ mod tests {
         );
         assert_eq!(base.authoritative, 1);
         assert!(!base.clean);
-        assert_eq!(base.dirty_from, 0b11);
+        // Every present leg contributes its write-intent bitmap (a rebuilding leg may hold writes).
+        assert_eq!(base.dirty_from, 0b1111);
         let mut perm = [0usize, 1, 2, 3];
         // All 24 orders (Heap's algorithm).
         let mut c = [0usize; 4];
@@ -1533,7 +1624,7 @@ mod tests {
             } else {
                 (short, d)
             };
-            if let Err(e) = newest(a, b) {
+            if let Err(e) = crate::format::newest(a, b) {
                 check(&e);
             }
             if let Err(e) = crate::format::check_bitmap(&buf[..cut], rng.below(40_000)) {

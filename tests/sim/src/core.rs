@@ -11,6 +11,7 @@ pub trait Core<H: Host> {
     fn set_read_policy(&mut self, policy: ReadPolicy) -> bool;
     fn fail_leg(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError>;
     fn remove_leg(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError>;
+    fn shutdown(&mut self, host: &mut H);
     fn add_leg(
         &mut self,
         host: &mut H,
@@ -45,6 +46,9 @@ impl<H: Host> Core<H> for Mirror<'_> {
     }
     fn remove_leg(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError> {
         Mirror::remove_leg(self, host, leg)
+    }
+    fn shutdown(&mut self, host: &mut H) {
+        Mirror::shutdown(self, host)
     }
     fn add_leg(
         &mut self,

@@ -22,5 +22,5 @@ pub mod runner;
 pub mod world;
 
 pub use refcore::RefBug;
-pub use runner::{run, Backend, Opts, Outcome};
+pub use runner::{run, Backend, CoreMutant, Opts, Outcome};
 pub use world::Mutant;

@@ -1,11 +1,11 @@
 //! `dmirror-sim --seeds N [--first-seed F] [--crash]` runs seeds F..F+N and ends with
 //! `N passed, M failed`; `--seed S [--crash]` replays one seed with a trace of every event.
-use dmirror_sim::{run, Backend, Mutant, Opts, RefBug};
+use dmirror_sim::{run, Backend, CoreMutant, Mutant, Opts, RefBug};
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n                   [--no-meta-check]   (do not check that metadata buffers stay unchanged in flight)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
+        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n                   [--core-mutant early|order|skip-journal|clear-early]   (needs --features core-mutants)\n                   [--calm]   (no faults, no leg control operations)\n                   [--no-meta-check]   (skip the metadata-buffer and blank-superblock checks)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
     );
     ExitCode::from(2)
 }
@@ -44,6 +44,20 @@ fn main() -> ExitCode {
                     Some("flush") => Some(RefBug::FlushOneLeg),
                     _ => return usage(),
                 });
+            }
+            "--core-mutant" => {
+                opts.core_mutant = match args.get(i + 1).map(String::as_str) {
+                    Some("early") => Some(CoreMutant::CompleteEarly),
+                    Some("order") => Some(CoreMutant::NoWriteOrdering),
+                    Some("skip-journal") => Some(CoreMutant::SkipJournal),
+                    Some("clear-early") => Some(CoreMutant::ClearBeforeFlush),
+                    _ => return usage(),
+                };
+            }
+            "--calm" => {
+                opts.calm = true;
+                i += 1;
+                continue;
             }
             "--no-meta-check" => {
                 opts.no_meta_check = true;

@@ -19,6 +19,40 @@ pub struct Opts {
     pub backend: Backend,
     /// Skip the "metadata buffer unchanged until completion" check.
     pub no_meta_check: bool,
+    /// A bug planted in the dmirror core itself (needs the `core-mutants` feature).
+    pub core_mutant: Option<CoreMutant>,
+    /// No faults and no leg control operations: only I/O, ticks and crashes.
+    pub calm: bool,
+}
+
+/// The dmirror core's own plantable bugs (`dmirror::Mutant`, feature `core-mutants`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoreMutant {
+    /// A write group completes as soon as one leg reported.
+    CompleteEarly,
+    /// Overlapping writes start without waiting for each other.
+    NoWriteOrdering,
+    /// Data reaches a leg before its bitmap bit is durable.
+    SkipJournal,
+    /// Write-intent bits cleared without the data flush first.
+    ClearBeforeFlush,
+}
+
+#[cfg(feature = "core-mutants")]
+fn plant(m: &mut Mirror<'_>, _: &mut World, mutant: CoreMutant) {
+    m.set_mutant(match mutant {
+        CoreMutant::CompleteEarly => dmirror::Mutant::CompleteEarly,
+        CoreMutant::NoWriteOrdering => dmirror::Mutant::NoWriteOrdering,
+        CoreMutant::SkipJournal => dmirror::Mutant::SkipJournal,
+        CoreMutant::ClearBeforeFlush => dmirror::Mutant::ClearBeforeFlush,
+    });
+}
+
+#[cfg(not(feature = "core-mutants"))]
+fn plant(_: &mut Mirror<'_>, w: &mut World, mutant: CoreMutant) {
+    w.fail(format!(
+        "core mutant {mutant:?} needs `--features core-mutants`"
+    ));
 }
 
 /// The core under test.
@@ -91,7 +125,14 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
     } else {
         LogKind::Core
     };
-    let leg_sectors = crash::leg_sectors(&cfg);
+    let leg_sectors = crash::leg_sectors(
+        &cfg,
+        if rng.chance(1, 2) {
+            0
+        } else {
+            rng.range(1, 64)
+        },
+    );
     let assume_clean = rng.chance(1, 2);
     let steps = rng.range(100, 700);
     let mut crash_at = Vec::new();
@@ -99,7 +140,7 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
         // Even seeds sweep the crash point over the first events one by one (so every early
         // instant, including the first metadata writes, gets its crash); odd seeds crash at
         // random points, sometimes twice.
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             crash_at.push((seed / 2) % 400 + 1);
         } else {
             crash_at.push(rng.range(1, steps * 3));
@@ -128,10 +169,18 @@ pub struct Sim {
     pub step: u64,
     /// Per leg: device generation (a replaced device gets new junk and a new uuid).
     crash_idx: usize,
+    /// The core keeps metadata on the legs (the dmirror core in crash mode): reassemble through
+    /// `dmirror::assemble` and check the write-intent invariant.
+    pub metadata: bool,
+    /// For a core without metadata: the source leg after a crash.
+    pub crash_source: usize,
+    /// `Opts::calm`.
+    calm: bool,
+    /// Crash points count entry-point calls from this value; `None` until the new mirror's label
+    /// (its first metadata) is durable, as a host's label step would guarantee.
+    armed: Option<u64>,
     /// After a crash: per sector, what the reassembled mirror may hold.
     pub post_crash: Option<Vec<Vec<u64>>>,
-    /// Source leg of the fallback reassembly.
-    pub crash_source: usize,
 }
 
 enum PhaseEnd {
@@ -195,7 +244,10 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         step: 0,
         crash_idx: 0,
         post_crash: None,
+        armed: None,
+        metadata: opts.crash && opts.backend == Backend::Dmirror,
         crash_source: 0,
+        calm: opts.calm,
     };
     sim.w.log(|| format!("seed {seed}: {summary}"));
     let mut phase = 0;
@@ -203,8 +255,10 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         let end = {
             let init_owned = if phase == 0 {
                 crash::fresh(&sim)
-            } else {
+            } else if sim.metadata {
                 crash::reassemble(&mut sim)
+            } else {
+                crash::reassemble_without_metadata(&mut sim)
             };
             let Some(init_owned) = init_owned else { break };
             let init = init_owned.init();
@@ -229,6 +283,9 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
                         break;
                     }
                 };
+                if let Some(m) = opts.core_mutant {
+                    plant(&mut mirror, &mut sim.w, m);
+                }
                 sim.drive(&mut mirror, phase)
             }
         };
@@ -259,10 +316,11 @@ const SETTLE_LIMIT: u64 = 200_000;
 
 impl Sim {
     fn crash_due(&self) -> bool {
+        let Some(base) = self.armed else { return false };
         self.setup
             .crash_at
             .get(self.crash_idx)
-            .is_some_and(|&c| self.w.calls >= c)
+            .is_some_and(|&c| self.w.calls >= base + c)
     }
 
     fn status<C: Core<World>>(&mut self, core: &C) -> Status {
@@ -300,17 +358,41 @@ impl Sim {
         let st = self.status(core);
         if phase > 0 {
             self.after_reassembly(&st);
+        } else if self.metadata {
+            // Labelling: the first metadata the mirror writes becomes durable on every leg before
+            // any crash (a host labels the legs before it serves the mirror).
+            let mut n = 0;
+            while n < 10_000 && !self.w.failed() && !crash::labelled(self) {
+                n += 1;
+                if !self.deliver_one(core) {
+                    self.tick(core);
+                }
+                self.after(core);
+            }
+            if !crash::labelled(self) {
+                self.w.fail(
+                    "the new mirror never made its metadata durable on every leg".to_string(),
+                );
+                return PhaseEnd::Finished;
+            }
+            self.w
+                .log(|| "label durable on every leg: crashes armed".to_string());
+        }
+        if self.armed.is_none() {
+            self.armed = Some(self.w.calls);
         }
         while self.step < self.setup.steps && !self.w.failed() {
             self.step += 1;
             let in_flight = self.w.parents_in_flight() + self.w.fifo.len();
             let room = in_flight < 2 * self.setup.cfg.max_parents as usize;
             let pending = !self.w.deliverable().is_empty();
+            let calm = self.calm;
             let weights = [
                 if pending { 45 } else { 0 },
                 if room { 30 } else { 0 },
                 6,
-                2,
+                if calm { 0 } else { 2 },
+                if calm { 0 } else { 1 },
                 1,
                 1,
             ];
@@ -330,6 +412,10 @@ impl Sim {
                 2 => self.tick(core),
                 3 => self.fault(core),
                 4 => self.control(core),
+                5 => {
+                    let forged = self.rng.next_u64();
+                    self.w.deliver_stale(core, forged);
+                }
                 _ => self.settle(core, false),
             }
             self.after(core);
@@ -345,7 +431,75 @@ impl Sim {
         if self.crash_due() {
             return PhaseEnd::Crashed;
         }
+        if self.metadata
+            && !self.w.failed()
+            && self.setup.crash_at.get(self.crash_idx).is_none()
+            && self.rng.chance(1, 2)
+        {
+            // A clean shutdown, then the power goes: the legs must say clean, and reassemble
+            // to the same data.
+            self.clean_shutdown(core);
+            if !self.w.failed() {
+                return PhaseEnd::Crashed;
+            }
+        }
         PhaseEnd::Finished
+    }
+
+    fn clean_shutdown<C: Core<World>>(&mut self, core: &mut C) {
+        self.w.now += 1;
+        self.w.calls += 1;
+        self.w.shutdown_done = false;
+        self.w.log(|| "control: shutdown".to_string());
+        core.shutdown(&mut self.w);
+        let mut n = 0;
+        while !self.w.shutdown_done && !self.w.failed() {
+            n += 1;
+            if n > SETTLE_LIMIT {
+                self.w
+                    .fail("shutdown never finished (no ShutdownDone)".to_string());
+                return;
+            }
+            if !self.deliver_one(core) {
+                self.tick(core);
+            }
+        }
+        // New parents are refused while shut down.
+        let h = self.w.new_parent(ParentOp::Read, 0, 1, false);
+        self.w.pump(core);
+        if self.w.fifo.front() != Some(&h) {
+            self.w
+                .fail("a parent was accepted after the clean shutdown".to_string());
+            return;
+        }
+        self.w.fifo.clear();
+        self.w.parents.remove(&h);
+        if !self.w.pending.is_empty() {
+            self.w.fail(format!(
+                "{} leg I/Os still in flight after ShutdownDone",
+                self.w.pending.len()
+            ));
+            return;
+        }
+        for l in 0..self.w.legs.len() {
+            match crash::durable_superblock(self, l) {
+                Ok(sb) if sb.clean => {}
+                Ok(sb) => {
+                    self.w.fail(format!("after ShutdownDone leg {l}'s durable superblock (seq {}) is not marked clean", sb.seq));
+                    return;
+                }
+                Err(e) => {
+                    self.w.fail(format!(
+                        "after ShutdownDone leg {l} has no valid durable superblock: {e:?}"
+                    ));
+                    return;
+                }
+            }
+        }
+        self.w
+            .log(|| "shutdown done: every leg durably clean".to_string());
+        // The next phase: power off now.
+        self.setup.crash_at.push(0);
     }
 
     fn new_parent(&mut self) {
@@ -456,13 +610,18 @@ impl Sim {
     fn readd<C: Core<World>>(&mut self, core: &mut C, l: usize, st: &Status) {
         let state = st.leg[l].state;
         let incremental = match state {
-            LegState::Missing => true,
+            LegState::Missing => !self.w.track[l].force_full,
             LegState::Failed | LegState::Empty => false,
             _ => return,
         };
         let mut uuid = self.w.track[l].uuid;
         if !incremental {
-            uuid[1] = uuid[1].wrapping_add(1);
+            // A new incarnation of the device: a new UUID (digits 13..16 count them).
+            let n: u16 = std::str::from_utf8(&uuid[13..16])
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            uuid[13..16].copy_from_slice(format!("{:03}", (n + 1) % 1000).as_bytes());
             let busy = self.w.pending.values().any(|p| usize::from(p.leg) == l);
             if self.rng.chance(1, 2) && !busy {
                 // A brand-new device: junk everywhere (only when the old one has nothing in
@@ -495,6 +654,7 @@ impl Sim {
                 let t = &mut self.w.track[l];
                 t.fenced = false;
                 t.must_be_out = false;
+                t.force_full = false;
                 t.uuid = uuid;
             }
             Err(e) => self.w.fail(format!(

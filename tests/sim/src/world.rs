@@ -82,6 +82,8 @@ pub struct LegTrack {
     /// A write/flush on it failed, or it was gone: the core must take it out of service.
     pub must_be_out: bool,
     pub uuid: [u8; 16],
+    /// The device has no metadata of this mirror (it was left out of assembly): add it in full.
+    pub force_full: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,9 +120,13 @@ pub struct World {
     pub mutant: Option<Mutant>,
     pub mutant_fired: bool,
     pub stats: Stats,
-    /// Check that metadata buffers are unchanged until their write completes (on by default;
-    /// `--no-meta-check` explores past a known core bug).
+    /// Check that metadata buffers are unchanged until their write completes and that no
+    /// superblock slot is written blank (on by default; `--no-meta-check` explores past them).
     pub meta_check: bool,
+    /// `Event::ShutdownDone` arrived.
+    pub shutdown_done: bool,
+    /// The last token delivered (replayed as a stale completion now and then).
+    pub last_delivered: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -131,6 +137,8 @@ pub struct Stats {
     pub resync_ios: u64,
     pub faults: u64,
     pub crashes: u64,
+    /// Calls the core made to the host (issue, complete, event).
+    pub host_calls: u64,
 }
 
 fn range(sector: u64, count: u32) -> std::ops::Range<u64> {
@@ -150,9 +158,13 @@ impl World {
         let ss = cfg.sector_size as usize;
         let track = (0..n)
             .map(|i| {
-                let mut t = LegTrack::default();
-                t.uuid[0] = i as u8;
-                t
+                // Non-zero and distinct: the on-disk format rejects a zero leg UUID.
+                let mut uuid = *b"dmsim-leg-00-000";
+                uuid[11] = b'0' + i as u8;
+                LegTrack {
+                    uuid,
+                    ..LegTrack::default()
+                }
             })
             .collect();
         World {
@@ -181,6 +193,8 @@ impl World {
             mutant_fired: false,
             stats: Stats::default(),
             meta_check: true,
+            shutdown_done: false,
+            last_delivered: None,
             cfg,
         }
     }
@@ -560,7 +574,31 @@ impl World {
             )
         });
         self.calls += 1;
+        self.last_delivered = Some(token);
         core.leg_done(self, Token(token), result);
+    }
+
+    /// Report a leg I/O the core already had reported (a buggy device completing twice) or one
+    /// it never issued: the core must ignore it — no completion, no issue, no event.
+    pub fn deliver_stale<C: Core<World>>(&mut self, core: &mut C, forged: u64) {
+        let token = match self.last_delivered {
+            Some(t) if !self.pending.contains_key(&t) && forged.is_multiple_of(2) => t,
+            _ => forged | 1 << 63,
+        };
+        if self.pending.contains_key(&token) {
+            return;
+        }
+        self.now += 1;
+        self.calls += 1;
+        self.log(|| format!("done  t{token} (stale or forged) -> Ok(())"));
+        let before = self.stats.host_calls;
+        core.leg_done(self, Token(token), Ok(()));
+        if self.stats.host_calls != before {
+            self.fail(format!(
+                "a stale/forged completion of t{token} was not ignored: the core made {} host calls",
+                self.stats.host_calls - before
+            ));
+        }
     }
 
     // ----- checks ------------------------------------------------------------------------------
@@ -850,12 +888,16 @@ impl World {
 impl Host for World {
     fn issue(&mut self, io: &LegIo<'_>) {
         self.now += 1;
+        self.stats.host_calls += 1;
         self.stats.leg_ios += 1;
         let t = io.token.0;
         let ss = self.ss as u64;
         self.log(|| {
             let b = match io.buf {
-                BufRef::Meta(m) => format!("Meta({} B)", m.len()),
+                BufRef::Meta(m) => {
+                    let head: String = m.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                    format!("Meta({} B, {head}..)", m.len())
+                }
                 other => format!("{other:?}"),
             };
             format!(
@@ -920,6 +962,13 @@ impl Host for World {
                     return;
                 }
                 self.stats.meta_writes += 1;
+                let slots = dmirror::format::slot_positions(self.leg_sectors, self.cfg.sector_size);
+                if self.meta_check && slots.contains(&io.sector) && m.iter().all(|&b| b == 0) {
+                    self.fail(format!(
+                        "t{t}: superblock slot at sector {} of leg {leg} written with all zeros (a blank superblock: the encoding failed?)",
+                        io.sector
+                    ));
+                }
                 Buf::Meta {
                     ptr: m.as_ptr(),
                     bytes: m.to_vec(),
@@ -1004,6 +1053,7 @@ impl Host for World {
 
     fn complete(&mut self, handle: ParentHandle, result: IoResult) {
         self.now += 1;
+        self.stats.host_calls += 1;
         self.log(|| format!("complete h{handle} -> {result:?}"));
         let Some(p) = self.parents.get(&handle) else {
             let why = if self.done.contains(&handle) {
@@ -1052,6 +1102,7 @@ impl Host for World {
     }
 
     fn event(&mut self, event: Event) {
+        self.stats.host_calls += 1;
         self.log(|| format!("event {event:?}"));
         match event {
             Event::LegFailed { leg, .. } => {
@@ -1065,6 +1116,7 @@ impl Host for World {
                 }
             }
             Event::Ready => self.retry = true,
+            Event::ShutdownDone => self.shutdown_done = true,
             _ => {}
         }
     }
