@@ -153,7 +153,7 @@ while read -r sym; do
 		# A function definition (FreeBSD style: `name(` or `(name)(` at column 0, or after
 		# its return type on one line), a data definition, an assembler ENTRY or .global, an ifunc, or a
 		# MALLOC_DEFINE.
-		where=$(kgrep "^\(?$sym\)?\(|^[A-Za-z_][A-Za-z0-9_ *]*[[:space:]*]\(?$sym\)?\([^;]*$|^[A-Za-z_][^(;]*[[:space:]*]$sym[[:space:]]*(=|;|\[)|^(ENTRY|ALTENTRY|WEAK_REFERENCE)\($sym[,)]|^[[:space:]]*\.glob(a)?l[[:space:]]+$sym[[:space:]]*$|DEFINE_IFUNC\([^,]*, *[^,]*, *$sym,|MALLOC_DEFINE\($sym,")
+		where=$(kgrep "^\(?${sym}\)?\(|^[A-Za-z_][A-Za-z0-9_ *]*[[:space:]*]\(?${sym}\)?\([^;]*$|^[A-Za-z_][^(;]*[[:space:]*]${sym}[[:space:]]*(=|;|\[)|^(ENTRY|ALTENTRY|WEAK_REFERENCE)\(${sym}[,)]|^[[:space:]]*\.glob(a)?l[[:space:]]+${sym}[[:space:]]*$|DEFINE_IFUNC\([^,]*, *[^,]*, *${sym},|MALLOC_DEFINE\(${sym},")
 	fi
 	if [ -n "$where" ]; then
 		printf '  %-28s %s\n' "$sym" "${where#"$SYSDIR"/}"
@@ -181,13 +181,14 @@ grep -o 'case R_X86_64_[A-Z0-9_]*' "$SYSDIR/amd64/amd64/elf_machdep.c" | awk '{ 
 echo "   elf_machdep.c handles: $(tr '\n' ' ' < "$TMP/accepted")"
 "$READELF" -rW "$TMP/geom_dmirror.o" | awk '$3 ~ /^R_X86_64_/ { print $3 }' | sort | uniq -c > "$TMP/relocs"
 sed 's/^/  /' "$TMP/relocs"
-for t in $(awk '{ print $2 }' "$TMP/relocs"); do
+awk '{ print $2 }' "$TMP/relocs" > "$TMP/reloctypes"
+while read -r t; do
 	grep -qx "$t" "$TMP/accepted" || bad "relocs: $t is not handled by $SYSDIR/amd64/amd64/elf_machdep.c"
-	case " R_X86_64_64 R_X86_64_PC32 R_X86_64_PLT32 R_X86_64_32S " in
-	*" $t "*) ;;
+	case "$t" in
+	R_X86_64_64 | R_X86_64_PC32 | R_X86_64_PLT32 | R_X86_64_32S) ;;
 	*) bad "relocs: $t is not one of R_X86_64_64, PC32, PLT32, 32S" ;;
 	esac
-done
+done < "$TMP/reloctypes"
 
 echo "==> 5. sections and registers"
 secs=$("$READELF" -SW "$TMP/geom_dmirror.o" | sed -n 's/^ *\[ *[0-9]*\] \([^ ]*\).*/\1/p')
