@@ -32,6 +32,11 @@ if [ -x tests/scenarios/run.sh ] && [ -f tests/scenarios/adapters/userland.sh ];
   DMIRROR="$PWD/target/release/dmirror" tests/scenarios/run.sh userland
 fi
 
+if [ -x geom/test/run.sh ]; then
+  stage "GEOM class on the userland model of GEOM"
+  geom/test/run.sh
+fi
+
 for d in geom dragonfly; do
   if [ -n "${SYSDIR:-}" ] && [ -x "$d/check-build.sh" ]; then
     stage "$d shim against SYSDIR=$SYSDIR"
