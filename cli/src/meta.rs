@@ -204,6 +204,7 @@ pub fn write_labels(
             full: rebuild,
             checkpoint: 0,
             sectors: d.bytes / u64::from(SECTOR),
+            since: 0,
         });
     }
     let mut nm = [0u8; 32];
