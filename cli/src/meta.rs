@@ -206,6 +206,7 @@ pub fn write_labels(
             full: rebuild,
             checkpoint: 0,
             sectors: d.bytes / u64::from(SECTOR),
+            since: 0,
         });
     }
     // Spare slots, empty until a leg is added.

@@ -291,18 +291,25 @@ fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
 }
 
 /// Bit j set: leg `l` (input `i`) records input leg j as out of the mirror (failed, missing,
-/// removed) or does not know it. A leg recorded as rebuilding is still in the mirror: it takes
-/// every write, so a leg that saw it rebuilding did not run without it.
+/// removed) or does not know it — and leg j went on after that record was made (its own newest
+/// generation is at or past the generation at which it was recorded out). A leg recorded as
+/// rebuilding is still in the mirror: it takes every write, so a leg that saw it rebuilding did
+/// not run without it. A leg recorded out at a generation it never reached is merely stale.
 #[inline(never)]
 fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, AssembleError<'a>> {
     let sb = read_leg(l)?;
     let mut row = 0u32;
     for (j, s) in seen.iter().enumerate().take(32) {
-        let member = sb
-            .find_leg(&s.uuid)
-            .and_then(|k| sb.legs.get(usize::from(k)))
+        // Removed slots too: they record when the leg was removed.
+        let entry = sb
+            .legs
+            .iter()
+            .take(usize::from(sb.nlegs))
+            .find(|e| e.uuid == s.uuid && s.uuid != [0; 16]);
+        let member = entry
             .is_some_and(|e| matches!(e.state, DiskLegState::InSync | DiskLegState::Rebuilding));
-        if j != i && !member {
+        let went_on = entry.is_none_or(|e| s.generation >= e.since);
+        if j != i && !member && went_on {
             row |= 1u32 << j;
         }
     }
@@ -656,6 +663,7 @@ impl Assembly {
                 uuid: w.uuid,
                 sectors: w.sectors,
                 rebuild,
+                since: w.since,
             };
         }
 
@@ -855,6 +863,7 @@ mod tests {
                 full: false,
                 checkpoint: 0,
                 sectors: LEG,
+                since: 0,
             })
             .collect();
         let sb = Superblock::new(MIRROR, [0; 32], 512, 1024, data, &legs, 0, 0).unwrap();
@@ -1309,6 +1318,41 @@ mod tests {
         }
     }
 
+    /// The generation at which a leg was recorded out decides (crash simulator, seed 2066):
+    /// leg b went missing at generation 2 and came back; leg a failed at generation 4, its own
+    /// last word being generation 3. Each records the other as out, but a never reached the
+    /// generation at which it was recorded failed: a is stale. Had both gone on after being
+    /// recorded out, it would be a split brain whatever their generation numbers.
+    #[test]
+    fn departure_generation_tells_stale_from_split() {
+        let (sb, mut disks) = mirror(2);
+        let mut sa = change(&sb, 1, DiskLegState::Missing);
+        sa.generation = 3;
+        sa.legs[1].since = 2;
+        disks[0].put(&sa, 0, 1);
+        let mut sbb = change(&sb, 0, DiskLegState::Failed);
+        sbb.generation = 6;
+        sbb.legs[0].since = 4;
+        sbb.legs[1].since = 5;
+        disks[1].put(&sbb, 1, 2);
+        for order in [[0, 1], [1, 0]] {
+            let x = assemble(&reads(&disks, &order), None).unwrap();
+            assert_eq!(
+                states(&x),
+                vec![(LegState::Rebuilding, FULL), (LegState::InSync, INC)]
+            );
+        }
+        // Both went on after the other recorded them out: split brain, generations notwithstanding.
+        let mut sbb2 = change(&sb, 0, DiskLegState::Missing);
+        sbb2.generation = 6;
+        sbb2.legs[0].since = 2;
+        disks[1].put(&sbb2, 1, 3);
+        assert!(matches!(
+            assemble(&reads(&disks, &[0, 1]), None),
+            Err(AssembleError::SplitBrain { .. })
+        ));
+    }
+
     #[test]
     fn same_generation_different_history_is_split_brain() {
         let (sb, mut disks) = mirror(3);
@@ -1451,6 +1495,7 @@ mod tests {
             full: false,
             checkpoint: 0,
             sectors: 1 << 18,
+            since: 0,
         }];
         let data = max_data_sectors(1 << 18, 4096, 128);
         let sb = Superblock::new(MIRROR, [0; 32], 4096, 128, data, &legs, 0, 0).unwrap();

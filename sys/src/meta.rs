@@ -15,13 +15,18 @@ impl<'a> Mirror<'a> {
             let Some(l) = self.legs.get(i) else { continue };
             let rebuilding = l.state == LegState::Rebuilding;
             *d = match l.state {
-                LegState::Empty => DiskLeg::EMPTY,
+                LegState::Empty => DiskLeg {
+                    uuid: l.uuid,
+                    since: l.since.min(self.generation),
+                    ..DiskLeg::EMPTY
+                },
                 _ => DiskLeg {
                     uuid: l.uuid,
                     state: DiskLegState::from(l.state),
                     full: rebuilding && l.resync.full,
                     checkpoint: if rebuilding { l.resync.checkpoint } else { 0 },
                     sectors: l.sectors,
+                    since: l.since.min(self.generation),
                 },
             };
         }
