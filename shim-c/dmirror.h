@@ -387,6 +387,14 @@ const char *dmirror_why_str(uint32_t code);
 int dmirror_sb_location(uint64_t leg_sectors, uint32_t sector_size, uint64_t *slot0_sector,
     uint64_t *slot1_sector, uint64_t *slot_bytes);
 
+/* The largest data_sectors a mirror may have on a leg of leg_sectors sectors of sector_size bytes
+ * with regions of region_sectors sectors (the metadata at the end of the leg grows with the
+ * number of regions); *out = 0 if the leg cannot hold even one sector and its metadata. What a
+ * shim labelling devices needs to size the mirror. DMIRROR_EINVAL: sector_size not a power of
+ * two in 512..=65536, region_sectors not a power of two, or out NULL. */
+int dmirror_max_data_sectors(uint64_t leg_sectors, uint32_t sector_size, uint64_t region_sectors,
+    uint64_t *out);
+
 /* What the shim read from one candidate device. */
 struct dmirror_leg_read {
 	const uint8_t *slot0; /* superblock slot 0 bytes (slot_bytes), or NULL if unreadable */

@@ -11,7 +11,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 stage "unit, simulator, ABI and integration tests"
-cargo test --workspace --release
+# Build first: the C ABI tests link target/release/libdmirror_ffi.a, which `cargo test` alone
+# does not refresh. The simulator's core mutants (planted bugs it must catch) need a feature.
+cargo build --workspace --release
+cargo test --workspace --release --features dmirror-sim/core-mutants
 
 if [ -x tests/ci-kernel.sh ]; then
   stage "kernel-target build and object audit"
@@ -27,6 +30,11 @@ if [ -x tests/scenarios/run.sh ] && [ -f tests/scenarios/adapters/userland.sh ];
   stage "scenarios through the userland adapter"
   cargo build --release -p dmirror-cli
   DMIRROR="$PWD/target/release/dmirror" tests/scenarios/run.sh userland
+fi
+
+if [ -x geom/test/run.sh ]; then
+  stage "GEOM class on the userland model of GEOM"
+  geom/test/run.sh
 fi
 
 for d in geom dragonfly; do

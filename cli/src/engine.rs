@@ -21,9 +21,16 @@ pub struct ParentReq {
     pub fua: bool,
     /// The data of a write.
     pub data: Option<Arc<Vec<u8>>>,
-    pub reply: Sender<Reply>,
+    pub reply: ReplyTo,
     pub cookie: u64,
 }
+
+/// Where the answer to a parent I/O goes (an NBD connection's output).
+pub trait ReplySink: Send + Sync {
+    fn send(&self, r: Reply);
+}
+
+pub type ReplyTo = Arc<dyn ReplySink>;
 
 /// The answer to a parent I/O.
 pub struct Reply {
@@ -165,7 +172,7 @@ fn worker(dev: &Dev, rx: &Mutex<Receiver<Job>>, done: &Sender<Msg>) {
 
 struct PSlot {
     cookie: u64,
-    reply: Sender<Reply>,
+    reply: ReplyTo,
     write: Option<Arc<Vec<u8>>>,
     read: Option<Vec<u8>>,
     read_len: usize,
@@ -379,7 +386,7 @@ impl Host for UHost {
         } else {
             None
         };
-        let _ = p.reply.send(Reply {
+        p.reply.send(Reply {
             cookie: p.cookie,
             result,
             data,
@@ -528,7 +535,7 @@ impl<'m, C: Core> Engine<'m, C> {
 
     fn submit(&mut self, r: ParentReq) {
         if self.shutting_down {
-            let _ = r.reply.send(Reply {
+            r.reply.send(Reply {
                 cookie: r.cookie,
                 result: Err(IoError::Gone),
                 data: None,

@@ -16,10 +16,10 @@ use std::sync::mpsc::channel;
 use std::time::Instant;
 
 const USAGE: &str = "usage:
-  dmirror label [--name N] [--region-size S] [--size S] [--force] [--use-smallest] [--resync] LEG...
+  dmirror label [--name N] [--region-size S] [--size S] [--slots N] [--force] [--use-smallest] [--resync] LEG...
   dmirror inspect [--json] LEG...
   dmirror check LEG...
-  dmirror resync [--force] [--winner LEG] LEG...
+  dmirror resync [--force] [--winner LEG] [--resync-rate BYTES/S] LEG...
   dmirror serve [--listen ADDR:PORT | --socket PATH] [--control PATH] [--force]
                 [--winner LEG] [--io-threads N] [--name EXPORT]
                 [--read-policy P] [--resync-rate BYTES/S] [LEG...]
@@ -198,7 +198,7 @@ fn open_all(specs: &[LegSpec], write: bool) -> Result<Vec<Dev>, String> {
 fn cmd_label(argv: &[String]) -> Result<u8, String> {
     let a = Args::parse(
         argv,
-        &["--name", "--region-size", "--size"],
+        &["--name", "--region-size", "--size", "--slots"],
         &["--force", "--use-smallest", "--resync"],
     )?;
     let specs = legs_from(&a.pos)?;
@@ -209,6 +209,7 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     }
     let o = LabelOpts {
         region: a.opt("--region-size"),
+        slots: a.opt("--slots"),
         size: a.opt("--size"),
         force: a.flag("--force"),
         use_smallest: a.flag("--use-smallest"),
@@ -219,8 +220,12 @@ fn cmd_label(argv: &[String]) -> Result<u8, String> {
     Ok(0)
 }
 
+/// Leg slots a mirror gets by default: a one-leg mirror can take a second leg with `add`.
+const DEFAULT_SLOTS: usize = 2;
+
 struct LabelOpts<'a> {
     region: Option<&'a str>,
+    slots: Option<&'a str>,
     size: Option<&'a str>,
     force: bool,
     use_smallest: bool,
@@ -231,6 +236,7 @@ struct LabelOpts<'a> {
 fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
     let LabelOpts {
         region,
+        slots,
         size,
         force,
         use_smallest,
@@ -332,7 +338,23 @@ fn label_devs(devs: &[Dev], name: &str, o: &LabelOpts) -> Result<(), String> {
             human(data_sectors * 512)
         );
     }
-    meta::write_labels(devs, name, region_sectors, data_sectors, resync)?;
+    let slots = match slots {
+        None => devs.len().max(DEFAULT_SLOTS),
+        Some(t) => {
+            let n: usize = t
+                .parse()
+                .map_err(|_| format!("--slots {t}: not a number"))?;
+            if n < devs.len() || n > dmirror::MAX_LEGS {
+                return Err(format!(
+                    "--slots {n}: must be between the number of legs ({}) and {}",
+                    devs.len(),
+                    dmirror::MAX_LEGS
+                ));
+            }
+            n
+        }
+    };
+    meta::write_labels(devs, name, region_sectors, data_sectors, resync, slots)?;
     if !quiet {
         println!(
             "labelled {} legs as mirror '{name}': {} of data, {} regions",
@@ -800,11 +822,19 @@ impl Progress {
 // ---- resync --------------------------------------------------------------------------------
 
 fn cmd_resync(argv: &[String]) -> Result<u8, String> {
-    let a = Args::parse(argv, &["--winner"], &["--force"])?;
+    let a = Args::parse(argv, &["--winner", "--resync-rate"], &["--force"])?;
+    let rate = a.opt("--resync-rate").map(parse_size).transpose()?;
+    if rate == Some(0) {
+        return Err("--resync-rate must be more than 0".into());
+    }
     let specs = legs_from(&a.pos)?;
     let o = open_and_assemble(&specs, a.flag("--force"), a.opt("--winner"))?;
     let (devs, asm) = devs_by_slot(o);
-    let cfg = asm.cfg;
+    let mut cfg = asm.cfg;
+    if let Some(r) = rate {
+        // Ticks are 100 ms.
+        cfg.resync.sectors_per_tick = (r / 10 / u64::from(cfg.sector_size)).max(1);
+    }
     let need =
         Mirror::memory_needed(&cfg).map_err(|e| format!("mirror configuration refused: {e:?}"))?;
     let mut mem = vec![0u8; need];
@@ -812,7 +842,10 @@ fn cmd_resync(argv: &[String]) -> Result<u8, String> {
     let mut mirror = Mirror::new(&cfg, &init, &mut mem)
         .map_err(|e| format!("cannot start the mirror: {e:?}"))?;
     let uuids: Vec<[u8; 16]> = asm.legs.iter().map(|l| l.uuid).collect();
+    // Ctrl-C stops cleanly: the copies in flight finish and the checkpoint is recorded.
+    let sigset = block_signals();
     let (tx, rx) = channel();
+    signal_thread(sigset, tx.clone());
     let mut host = UHost::new(&cfg, devs, &uuids, 4, tx);
     host.quiet = true;
     let ss = u64::from(cfg.sector_size);
@@ -842,6 +875,17 @@ fn cmd_resync(argv: &[String]) -> Result<u8, String> {
     }
     let st = mirror.status();
     let copied = st.counters.resync_sectors * ss;
+    let left: u64 = st.leg[..usize::from(st.legs)]
+        .iter()
+        .filter(|l| l.state.is_active())
+        .map(|l| l.regions_out_of_sync)
+        .sum();
+    if left > 0 {
+        return Err(format!(
+            "resync stopped after copying {} with {left} regions still to copy; run dmirror resync again to go on",
+            human(copied)
+        ));
+    }
     println!(
         "resynced {} ({} bytes, {} regions of {}) in {:.1}s",
         human(copied),
@@ -1065,6 +1109,7 @@ fn create_default_legs(specs: &[LegSpec]) -> Result<(), String> {
     }
     let o = LabelOpts {
         region: None,
+        slots: None,
         size: None,
         force: false,
         use_smallest: false,

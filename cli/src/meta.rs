@@ -182,13 +182,15 @@ pub fn probe(dev: &Dev) -> Result<Option<LegMeta>, String> {
 }
 
 /// Write fresh metadata on `devs` (legs 0..n of a new mirror) holding `data_sectors` of data.
-/// Legs 1.. are marked for a full rebuild from leg 0 when `resync`, in sync otherwise.
+/// Legs 1.. are marked for a full rebuild from leg 0 when `resync`, in sync otherwise. The
+/// mirror has `slots` leg slots (at least one per device); the spare ones start empty.
 pub fn write_labels(
     devs: &[Dev],
     name: &str,
     region_sectors: u64,
     data_sectors: u64,
     resync: bool,
+    slots: usize,
 ) -> Result<(), String> {
     let mirror_uuid = crate::dev::random_uuid()?;
     let mut legs = Vec::new();
@@ -204,7 +206,12 @@ pub fn write_labels(
             full: rebuild,
             checkpoint: 0,
             sectors: d.bytes / u64::from(SECTOR),
+            since: 0,
         });
+    }
+    // Spare slots, empty until a leg is added.
+    while legs.len() < slots {
+        legs.push(DiskLeg::EMPTY);
     }
     let mut nm = [0u8; 32];
     let nb = name.as_bytes();

@@ -1,11 +1,11 @@
 //! NBD server: fixed newstyle handshake, simple replies (protocol constants from the NBD
 //! protocol specification).
-use crate::engine::{Msg, ParentReq, Reply};
+use crate::engine::{Msg, ParentReq, Reply, ReplySink};
 use dmirror::{IoError, ParentOp};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
@@ -86,6 +86,17 @@ impl Inflight {
         *g.2.entry(cookie).or_insert(0) += bytes;
     }
 
+    /// Wait until every request counted has been answered (or the socket broke).
+    fn wait_idle(&self) {
+        let Ok(mut g) = self.state.lock() else { return };
+        while g.0 > 0 && !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            g = match self.cv.wait(g) {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+        }
+    }
+
     fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let _g = self.state.lock();
@@ -120,6 +131,14 @@ enum Stream {
 }
 
 impl Stream {
+    fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     fn try_clone(&self) -> std::io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
@@ -324,39 +343,174 @@ fn errno(e: IoError) -> u32 {
     }
 }
 
-/// Write replies as they come, batching what is already queued into one socket write.
-fn write_replies(ws: &Stream, rrx: &std::sync::mpsc::Receiver<Reply>, wi: &Inflight) {
-    let Ok(ws) = ws.try_clone() else { return };
-    let mut w = BufWriter::with_capacity(256 * 1024, ws);
-    let mut hdr = [0u8; 16];
-    hdr[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    while let Ok(r) = rrx.recv() {
-        let mut next = Some(r);
-        while let Some(r) = next.take() {
-            let err = match r.result {
-                Ok(()) => 0,
-                Err(e) => errno(e),
-            };
-            hdr[4..8].copy_from_slice(&err.to_be_bytes());
-            hdr[8..16].copy_from_slice(&r.cookie.to_be_bytes());
-            if w.write_all(&hdr).is_err() {
-                return;
-            }
-            if err == 0 {
-                if let Some(d) = &r.data {
-                    if w.write_all(d).is_err() {
+/// The output side of a connection. The mirror's thread writes a reply straight into the socket
+/// when nothing is queued and the socket takes it at once (MSG_DONTWAIT): no thread hop on the
+/// common path. Whatever does not fit is queued for the connection's writer thread, which writes
+/// it blocking; replies never overtake each other.
+struct ConnOut {
+    fd: std::os::unix::io::RawFd,
+    state: std::sync::Mutex<OutState>,
+    cv: std::sync::Condvar,
+    inflight: Arc<Inflight>,
+}
+
+/// A reply not (fully) written yet: header, data, bytes already written, cookie.
+type Pending = ([u8; 16], Option<Vec<u8>>, usize, u64);
+
+#[derive(Default)]
+struct OutState {
+    /// Replies (header, data, bytes already written) waiting for the writer.
+    queue: std::collections::VecDeque<Pending>,
+    /// The writer is writing a reply taken off the queue.
+    busy: bool,
+    /// The socket failed: replies are dropped.
+    closed: bool,
+    /// The reader is done and every reply is out: the writer may stop.
+    finished: bool,
+}
+
+impl ConnOut {
+    /// Non-blocking write of `hdr` then `data`, from byte `skip` on. Bytes written, or None on
+    /// a socket error (EAGAIN is 0 bytes).
+    fn try_write(&self, hdr: &[u8; 16], data: &[u8], skip: usize) -> Option<usize> {
+        let mut iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            },
+        ];
+        let mut first = 0;
+        let mut skip = skip;
+        if skip >= hdr.len() {
+            skip -= hdr.len();
+            first = 1;
+        }
+        iov[first].iov_base = iov[first].iov_base.wrapping_add(skip);
+        iov[first].iov_len -= skip;
+        // SAFETY: a zeroed msghdr is valid; the iovecs point into live buffers.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov[first..].as_mut_ptr();
+        msg.msg_iovlen = (2 - first) as _;
+        // SAFETY: sendmsg on an open socket with a valid msghdr.
+        let n = unsafe { libc::sendmsg(self.fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Some(n as usize);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Some(0),
+            _ => None,
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.finished = true;
+        }
+        self.cv.notify_all();
+    }
+
+    /// The writer thread: write queued replies, blocking, until finished or closed.
+    fn writer(&self) {
+        loop {
+            let (hdr, data, skip, cookie) = {
+                let Ok(mut g) = self.state.lock() else { return };
+                loop {
+                    if g.closed {
                         return;
+                    }
+                    if let Some(item) = g.queue.pop_front() {
+                        g.busy = true;
+                        break item;
+                    }
+                    if g.finished {
+                        return;
+                    }
+                    g = match self.cv.wait(g) {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    };
+                }
+            };
+            let d = data.as_deref().unwrap_or(&[]);
+            let total = hdr.len() + d.len();
+            let mut done = skip;
+            let mut ok = true;
+            while done < total {
+                match self.try_write(&hdr, d, done) {
+                    Some(0) => {
+                        // Wait for room: poll the socket for writing.
+                        let mut p = libc::pollfd {
+                            fd: self.fd,
+                            events: libc::POLLOUT,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        unsafe { libc::poll(&mut p, 1, 1000) };
+                    }
+                    Some(n) => done += n,
+                    None => {
+                        ok = false;
+                        break;
                     }
                 }
             }
-            wi.release(r.cookie);
-            next = rrx.try_recv().ok();
-        }
-        if w.flush().is_err() {
-            return;
+            self.inflight.release(cookie);
+            let Ok(mut g) = self.state.lock() else { return };
+            g.busy = false;
+            if !ok {
+                g.closed = true;
+                self.inflight.close();
+                return;
+            }
         }
     }
-    let _ = w.flush();
+}
+
+impl ReplySink for ConnOut {
+    fn send(&self, r: Reply) {
+        let err = match r.result {
+            Ok(()) => 0,
+            Err(e) => errno(e),
+        };
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        hdr[4..8].copy_from_slice(&err.to_be_bytes());
+        hdr[8..16].copy_from_slice(&r.cookie.to_be_bytes());
+        let data = if err == 0 { r.data } else { None };
+        let Ok(mut g) = self.state.lock() else { return };
+        if g.closed {
+            drop(g);
+            self.inflight.release(r.cookie);
+            return;
+        }
+        let mut skip = 0;
+        if !g.busy && g.queue.is_empty() {
+            let d = data.as_deref().unwrap_or(&[]);
+            match self.try_write(&hdr, d, 0) {
+                Some(n) if n == hdr.len() + d.len() => {
+                    drop(g);
+                    self.inflight.release(r.cookie);
+                    return;
+                }
+                Some(n) => skip = n,
+                None => {
+                    g.closed = true;
+                    drop(g);
+                    self.inflight.release(r.cookie);
+                    self.inflight.close();
+                    self.cv.notify_all();
+                    return;
+                }
+            }
+        }
+        g.queue.push_back((hdr, data, skip, r.cookie));
+        drop(g);
+        self.cv.notify_all();
+    }
 }
 
 fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::Result<()> {
@@ -364,15 +518,22 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
         s.shutdown();
         return Ok(());
     }
-    let (rtx, rrx) = channel::<Reply>();
-    let ws = s.try_clone()?;
     let inflight = Arc::new(Inflight::default());
-    let wi = Arc::clone(&inflight);
+    let out = Arc::new(ConnOut {
+        fd: s.raw_fd(),
+        state: std::sync::Mutex::new(OutState::default()),
+        cv: std::sync::Condvar::new(),
+        inflight: Arc::clone(&inflight),
+    });
+    let rtx: crate::engine::ReplyTo = out.clone();
+    let ws = s.try_clone()?;
+    let wout = Arc::clone(&out);
     let writer = std::thread::spawn(move || {
-        write_replies(&ws, &rrx, &wi);
-        // A broken socket: unblock the reader (waiting for room, or reading).
-        wi.close();
-        ws.shutdown();
+        wout.writer();
+        if wout.state.lock().map(|g| g.closed).unwrap_or(true) {
+            // A broken socket: unblock the reader (waiting for room, or reading).
+            ws.shutdown();
+        }
     });
     let ss = u64::from(export.sector_size);
     let mut r = BufReader::with_capacity(256 * 1024, s.try_clone()?);
@@ -415,7 +576,7 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
                 CMD_TRIM => ParentOp::Discard,
                 CMD_DISC => return Ok(()),
                 _ => {
-                    let _ = rtx.send(Reply {
+                    rtx.send(Reply {
                         cookie,
                         result: Err(IoError::Invalid),
                         data: None,
@@ -431,7 +592,7 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
                     .checked_add(u64::from(length))
                     .is_some_and(|e| e <= export.size);
                 if !aligned || !inside || length == 0 || length > MAX_REQUEST {
-                    let _ = rtx.send(Reply {
+                    rtx.send(Reply {
                         cookie,
                         result: Err(IoError::Invalid),
                         data: None,
@@ -446,7 +607,7 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
                 count,
                 fua,
                 data,
-                reply: rtx.clone(),
+                reply: Arc::clone(&rtx),
                 cookie,
             };
             if engine.send(Msg::Parent(req)).is_err() {
@@ -455,7 +616,8 @@ fn connection(mut s: Stream, export: &Export, engine: Sender<Msg>) -> std::io::R
         }
     })();
     // Every reply in flight is written before the socket closes.
-    drop(rtx);
+    inflight.wait_idle();
+    out.finish();
     let _ = writer.join();
     s.shutdown();
     result

@@ -677,3 +677,73 @@ fn stale_leg_refused_without_force() {
     assert!(out.contains(&format!("({MIB} bytes, 1 regions")), "{out}");
     check_identical(&[&a, &b]);
 }
+
+#[test]
+fn one_leg_mirror_takes_a_second_leg() {
+    if !have_qemu_io() {
+        return;
+    }
+    let d = Dir::new("grow");
+    let a = d.file("a.img", 32 * MIB);
+    let b = d.file("b.img", 32 * MIB);
+    label(&[&a]);
+    let s = Server::start(&d, &["--listen", "127.0.0.1:0"], &[&a], &[]);
+    qemu_io_ok(&s.url, &["write -P 0x61 1M 2M", "flush"]);
+    let st = s.status();
+    assert_eq!(leg_state(&st, 1), "empty", "{st:#}");
+    let out = ok(&dm(&["add", "--control", &s.control, &b]));
+    assert!(out.contains("leg 1") && out.contains("full"), "{out}");
+    wait_status(&s, "leg 1 in sync", 60, |st| leg_state(st, 1) == "in-sync");
+    // Writes during and after the rebuild reach both legs.
+    qemu_io_ok(
+        &s.url,
+        &["write -P 0x62 8M 64k", "flush", "read -P 0x61 1M 2M"],
+    );
+    s.stop();
+    check_identical(&[&a, &b]);
+}
+
+#[test]
+fn interrupted_rebuild_resumes_from_its_checkpoint() {
+    let d = Dir::new("resume");
+    let a = d.file("a.img", 64 * MIB);
+    let b = d.file("b.img", 64 * MIB);
+    ok(&dm(&["label", "--resync", "--region-size", "256k", &a, &b]));
+    // Data on leg 0 only (the metadata at the end stays).
+    let f = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0x5au8; (60 * MIB) as usize], 0).unwrap();
+    drop(f);
+    // Copy at 16 MB/s and stop it after about a second.
+    let child = Command::new(BIN)
+        .args(["resync", "--resync-rate", "16M", &a, &b])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("resync stopped after copying"), "{err}");
+    let ck = inspect(&a)["legs"][1]["rebuild_checkpoint"]
+        .as_u64()
+        .unwrap();
+    let regions = inspect(&a)["regions"].as_u64().unwrap();
+    eprintln!("checkpoint {ck} of {regions} regions");
+    assert!(ck > 0 && ck < regions, "checkpoint {ck} of {regions}");
+    let out = ok(&dm(&["resync", &a, &b]));
+    let copied: u64 = out
+        .split_whitespace()
+        .skip_while(|w| *w != "bytes,")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    assert_eq!(
+        copied,
+        regions - ck,
+        "the resumed rebuild copies what is past the checkpoint: {out}"
+    );
+    check_identical(&[&a, &b]);
+}

@@ -256,6 +256,10 @@ pub unsafe fn init_from_c<'i>(cfg: &Config, init: &dmirror_init) -> Result<Init<
                 checkpoint: c.rebuild_checkpoint,
                 full: c.rebuild_full != 0,
             },
+            // Not part of the C description of a leg: a shim creating a mirror from explicit
+            // states has no history to record (assembled mirrors come through
+            // dmirror_create_assembled, which carries it).
+            since: 0,
         };
         // SAFETY: forwarded contract.
         *track = unsafe { bitmap_from_c(bm, regions, idx)? };

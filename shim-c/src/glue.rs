@@ -601,6 +601,30 @@ pub unsafe extern "C" fn dmirror_assemble(
     0
 }
 
+/// See dmirror.h.
+///
+/// # Safety
+/// `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmirror_max_data_sectors(
+    leg_sectors: u64,
+    sector_size: u32,
+    region_sectors: u64,
+    out: *mut u64,
+) -> c_int {
+    if out.is_null()
+        || !out.is_aligned()
+        || !::dmirror::format::valid_sector_size(sector_size)
+        || !region_sectors.is_power_of_two()
+    {
+        return DMIRROR_EINVAL;
+    }
+    let n = ::dmirror::format::max_data_sectors(leg_sectors, sector_size, region_sectors);
+    // SAFETY: checked non-NULL and aligned; the caller's contract makes it writable.
+    unsafe { ptr::write(out, n) };
+    0
+}
+
 // ---- one mirror ----
 
 fn refuse(ops: &Ops, ctx: *mut c_void, why: *mut dmirror_why, r: Refusal) -> c_int {
@@ -1143,6 +1167,7 @@ same_signature! {
     dmirror_init_fresh(_, _, _, _);
     dmirror_why_str(_);
     dmirror_sb_location(_, _, _, _, _);
+    dmirror_max_data_sectors(_, _, _, _);
     dmirror_assemble(_, _, _, _, _, _, _);
     dmirror_create(_, _, _, _, _, _, _);
     dmirror_create_assembled(_, _, _, _, _, _);

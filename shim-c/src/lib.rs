@@ -31,6 +31,7 @@ extern crate std;
 
 pub mod abi;
 pub mod convert;
+pub mod dm;
 pub mod glue;
 
 #[cfg(test)]

@@ -450,7 +450,10 @@ fn reentry_without_a_lock_is_refused_and_destroy_waits_for_idle() {
 
 #[test]
 fn entry_points_refuse_null_and_forged_handles() {
-    let mut fake = [0u64; 64];
+    // As large as a real handle: the glue reads the magic through a `Glue` place, which must
+    // lie within the allocation (a smaller buffer is undefined behaviour, and release builds
+    // do exploit it).
+    let mut fake = std::vec![0u64; core::mem::size_of::<crate::glue::Glue>() / 8 + 8];
     let forged = fake.as_mut_ptr().cast::<dmirror>();
     // SAFETY: the glue reads only the magic of a pointer that is not a live handle; `fake` is
     // readable, so that read is defined.

@@ -195,7 +195,7 @@ pub struct Assembly {
     pub clean: bool,
     /// A split brain was resolved by the caller's choice.
     pub split_brain_resolved: bool,
-    /// Bit k: read the write-intent bitmap of slot k (the present in-sync legs) when not clean.
+    /// Bit k: read the write-intent bitmap of slot k (every present leg; clean or not).
     pub dirty_from: u32,
     /// Bit k: the tracking bitmap of slot k must be read (an incremental resync uses it).
     pub tracking_needed: u32,
@@ -290,18 +290,26 @@ fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
     })
 }
 
-/// Bit j set: leg `l` (input `i`) records input leg j as anything but in sync, or does not know
-/// it.
+/// Bit j set: leg `l` (input `i`) records input leg j as out of the mirror (failed, missing,
+/// removed) or does not know it — and leg j went on after that record was made (its own newest
+/// generation is at or past the generation at which it was recorded out). A leg recorded as
+/// rebuilding is still in the mirror: it takes every write, so a leg that saw it rebuilding did
+/// not run without it. A leg recorded out at a generation it never reached is merely stale.
 #[inline(never)]
 fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, AssembleError<'a>> {
     let sb = read_leg(l)?;
     let mut row = 0u32;
     for (j, s) in seen.iter().enumerate().take(32) {
-        let insync = sb
-            .find_leg(&s.uuid)
-            .and_then(|k| sb.legs.get(usize::from(k)))
-            .is_some_and(|e| e.state == DiskLegState::InSync);
-        if j != i && !insync {
+        // Removed slots too: they record when the leg was removed.
+        let entry = sb
+            .legs
+            .iter()
+            .take(usize::from(sb.nlegs))
+            .find(|e| e.uuid == s.uuid && s.uuid != [0; 16]);
+        let member = entry
+            .is_some_and(|e| matches!(e.state, DiskLegState::InSync | DiskLegState::Rebuilding));
+        let went_on = entry.is_none_or(|e| s.generation >= e.since);
+        if j != i && !member && went_on {
             row |= 1u32 << j;
         }
     }
@@ -386,8 +394,8 @@ fn decide<'a>(
         }
     }
 
-    // Pass 2: who each leg thinks is not in sync. Bit j of `out_of_sync[i]`: leg i's table records
-    // leg j as anything but in sync (or does not know it).
+    // Pass 2: who each leg thinks has left. Bit j of `out_of_sync[i]`: leg i's table records leg
+    // j as out of the mirror (or does not know it).
     let mut out_of_sync = [0u32; MAX_LEGS];
     for (i, (l, row)) in legs.iter().zip(out_of_sync.iter_mut()).enumerate() {
         *row = out_of_sync_row(l, i, seen)?;
@@ -655,6 +663,7 @@ impl Assembly {
                 uuid: w.uuid,
                 sectors: w.sectors,
                 rebuild,
+                since: w.since,
             };
         }
 
@@ -668,6 +677,12 @@ impl Assembly {
         };
         let mut newest_key = (0u64, 0u64);
         for k in 0..usize::from(winner.nlegs) {
+            // Every present leg's write-intent bitmap counts, not only the in-sync ones': a
+            // rebuilding leg already copied past a region takes writes there once its own
+            // bitmap is durable, so its bitmap may be the only record that the region is dirty.
+            if self.input_of_slot.get(k).is_some_and(|p| p.is_some()) {
+                self.dirty_from |= 1u32 << k;
+            }
             if !present_insync(k) {
                 continue;
             }
@@ -675,7 +690,6 @@ impl Assembly {
                 Some(i) => seen_at(seen, i),
                 None => continue,
             };
-            self.dirty_from |= 1u32 << k;
             self.clean &= s.clean;
             if self.tracking_from.is_none() || (s.generation, s.seq) > newest_key {
                 self.tracking_from = Some(k as u8);
@@ -849,6 +863,7 @@ mod tests {
                 full: false,
                 checkpoint: 0,
                 sectors: LEG,
+                since: 0,
             })
             .collect();
         let sb = Superblock::new(MIRROR, [0; 32], 512, 1024, data, &legs, 0, 0).unwrap();
@@ -1279,6 +1294,65 @@ mod tests {
         }
     }
 
+    /// Found by the crash simulator: leg a's last word (older) saw leg b rebuilding — still in
+    /// the mirror, taking every write — and leg b's newer word records a as failed. That is a
+    /// stale leg, not a split brain: b wins and a is rebuilt in full.
+    #[test]
+    fn a_leg_that_saw_the_other_rebuilding_is_stale_not_split() {
+        let (sb, mut disks) = mirror(2);
+        let mut sa = change(&sb, 1, DiskLegState::Rebuilding);
+        sa.legs[1].full = true;
+        disks[0].put(&sa, 0, 1);
+        let mut sbb = change(&sa, 0, DiskLegState::Failed);
+        sbb.legs[1].state = DiskLegState::InSync;
+        sbb.legs[1].full = false;
+        sbb.generation += 1;
+        disks[1].put(&sbb, 1, 2);
+        for order in [[0, 1], [1, 0]] {
+            let x = assemble(&reads(&disks, &order), None).unwrap();
+            assert_eq!(
+                states(&x),
+                vec![(LegState::Rebuilding, FULL), (LegState::InSync, INC)]
+            );
+            assert_eq!(x.authoritative, 1);
+        }
+    }
+
+    /// The generation at which a leg was recorded out decides (crash simulator, seed 2066):
+    /// leg b went missing at generation 2 and came back; leg a failed at generation 4, its own
+    /// last word being generation 3. Each records the other as out, but a never reached the
+    /// generation at which it was recorded failed: a is stale. Had both gone on after being
+    /// recorded out, it would be a split brain whatever their generation numbers.
+    #[test]
+    fn departure_generation_tells_stale_from_split() {
+        let (sb, mut disks) = mirror(2);
+        let mut sa = change(&sb, 1, DiskLegState::Missing);
+        sa.generation = 3;
+        sa.legs[1].since = 2;
+        disks[0].put(&sa, 0, 1);
+        let mut sbb = change(&sb, 0, DiskLegState::Failed);
+        sbb.generation = 6;
+        sbb.legs[0].since = 4;
+        sbb.legs[1].since = 5;
+        disks[1].put(&sbb, 1, 2);
+        for order in [[0, 1], [1, 0]] {
+            let x = assemble(&reads(&disks, &order), None).unwrap();
+            assert_eq!(
+                states(&x),
+                vec![(LegState::Rebuilding, FULL), (LegState::InSync, INC)]
+            );
+        }
+        // Both went on after the other recorded them out: split brain, generations notwithstanding.
+        let mut sbb2 = change(&sb, 0, DiskLegState::Missing);
+        sbb2.generation = 6;
+        sbb2.legs[0].since = 2;
+        disks[1].put(&sbb2, 1, 3);
+        assert!(matches!(
+            assemble(&reads(&disks, &[0, 1]), None),
+            Err(AssembleError::SplitBrain { .. })
+        ));
+    }
+
     #[test]
     fn same_generation_different_history_is_split_brain() {
         let (sb, mut disks) = mirror(3);
@@ -1376,7 +1450,8 @@ mod tests {
         );
         assert_eq!(base.authoritative, 1);
         assert!(!base.clean);
-        assert_eq!(base.dirty_from, 0b11);
+        // Every present leg contributes its write-intent bitmap (a rebuilding leg may hold writes).
+        assert_eq!(base.dirty_from, 0b1111);
         let mut perm = [0usize, 1, 2, 3];
         // All 24 orders (Heap's algorithm).
         let mut c = [0usize; 4];
@@ -1420,6 +1495,7 @@ mod tests {
             full: false,
             checkpoint: 0,
             sectors: 1 << 18,
+            since: 0,
         }];
         let data = max_data_sectors(1 << 18, 4096, 128);
         let sb = Superblock::new(MIRROR, [0; 32], 4096, 128, data, &legs, 0, 0).unwrap();

@@ -29,15 +29,17 @@ impl<'a> Mirror<'a> {
     }
 
     fn set_leg_out<H: Host>(&mut self, host: &mut H, k: u8, state: LegState) {
+        self.generation += 1;
+        let g = self.generation;
         if let Some(l) = self.legs.get_mut(usize::from(k)) {
             l.state = state;
+            l.since = g;
         }
         match state {
             // Regions with writes in flight may or may not have reached it: track them.
             LegState::Missing => self.track_inflight(k),
             _ => self.log.fill_needs(k, true),
         }
-        self.generation += 1;
         self.log.request_super();
         // It owes the metadata round nothing any more.
         if self.log.part & bit(k) != 0 {
@@ -136,10 +138,8 @@ impl<'a> Mirror<'a> {
         if self.last_in_sync(leg) {
             return Err(ControlError::LastLeg);
         }
+        // The slot keeps the leg's UUID and when it left (see `format::DiskLeg::since`).
         self.set_leg_out(host, leg, LegState::Empty);
-        if let Some(l) = self.legs.get_mut(usize::from(leg)) {
-            l.uuid = [0; 16];
-        }
         self.pump(host);
         Ok(())
     }
@@ -183,8 +183,11 @@ impl<'a> Mirror<'a> {
         } else {
             self.log.fill_needs(leg, true);
         }
+        self.generation += 1;
+        let g = self.generation;
         if let Some(lm) = self.legs.get_mut(usize::from(leg)) {
             lm.state = LegState::Rebuilding;
+            lm.since = g;
             lm.uuid = uuid;
             lm.sectors = sectors;
             lm.meta = meta;
@@ -195,7 +198,6 @@ impl<'a> Mirror<'a> {
             *d = 0;
         }
         self.log.mark_all_dirty(self.cfg.legs);
-        self.generation += 1;
         self.log.request_super();
         self.start_resync_pass(leg);
         if self.log.out_of_sync(leg) == 0 {

@@ -589,7 +589,11 @@ impl Write for BufWriter<'_> {
         }
         let end = self.len.saturating_add(n);
         if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..end), s.as_bytes().get(..n)) {
-            dst.copy_from_slice(src);
+            // Element by element: `copy_from_slice` keeps a length-mismatch panic path in a
+            // kernel object even where the lengths are equal.
+            for (d, c) in dst.iter_mut().zip(src) {
+                *d = *c;
+            }
             self.len = end;
         }
         if let Some(nul) = self.buf.get_mut(self.len) {

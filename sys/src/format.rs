@@ -62,7 +62,7 @@ pub const LEG_ENTRY_BYTES: usize = 40;
 pub const LEG_OFF_UUID: usize = 0; // [u8; 16]
 pub const LEG_OFF_STATE: usize = 16; // u8 (DiskLegState)
 pub const LEG_OFF_FULL: usize = 17; // u8, 0 or 1
-pub const LEG_OFF_RESERVED: usize = 18; // [u8; 6], zero
+pub const LEG_OFF_SINCE: usize = 18; // u48: generation at which this entry's state last changed
 pub const LEG_OFF_CHECKPOINT: usize = 24; // u64
 pub const LEG_OFF_SECTORS: usize = 32; // u64
 /// First byte after the leg table; everything from here to `SB_BYTES` is zero.
@@ -93,8 +93,8 @@ const_assert!(OFF_LEGS > OFF_RESERVED2);
 const_assert!(OFF_LEGS & 7 == 0);
 const_assert!(LEG_OFF_STATE == LEG_OFF_UUID + 16);
 const_assert!(LEG_OFF_FULL == LEG_OFF_STATE + 1);
-const_assert!(LEG_OFF_RESERVED == LEG_OFF_FULL + 1);
-const_assert!(LEG_OFF_CHECKPOINT == LEG_OFF_RESERVED + 6);
+const_assert!(LEG_OFF_SINCE == LEG_OFF_FULL + 1);
+const_assert!(LEG_OFF_CHECKPOINT == LEG_OFF_SINCE + 6);
 const_assert!(LEG_OFF_SECTORS == LEG_OFF_CHECKPOINT + 8);
 const_assert!(LEG_ENTRY_BYTES == LEG_OFF_SECTORS + 8);
 const_assert!(OFF_TAIL == 1536);
@@ -517,7 +517,14 @@ pub struct DiskLeg {
     pub checkpoint: u64,
     /// That leg's device size in sectors.
     pub sectors: u64,
+    /// The generation at which this entry's state last changed (at most 2^48 - 1). For a leg
+    /// recorded as failed, missing or removed: when it left. Assembly compares it with that
+    /// leg's own newest generation to tell a stale leg from a split brain.
+    pub since: u64,
 }
+
+/// Largest `DiskLeg::since` (it is stored in 48 bits).
+pub const SINCE_MAX: u64 = (1 << 48) - 1;
 
 impl DiskLeg {
     /// An empty slot (all zeros on disk).
@@ -527,6 +534,7 @@ impl DiskLeg {
         full: false,
         checkpoint: 0,
         sectors: 0,
+        since: 0,
     };
 }
 
@@ -780,16 +788,39 @@ impl Superblock {
         }
         let regions = check_geometry(self.sector_size, self.region_sectors, self.data_sectors)?;
         for (k, leg) in self.legs.iter().enumerate() {
-            if k >= usize::from(self.nlegs) || leg.state == DiskLegState::Empty {
+            if k >= usize::from(self.nlegs) {
                 if *leg != DiskLeg::EMPTY {
                     return Err(FormatError::BadField("leg table (empty slot not zeroed)"));
+                }
+                continue;
+            }
+            if leg.state == DiskLegState::Empty {
+                // A removed leg's slot keeps its UUID and when it left (assembly uses them to
+                // recognise that leg as removed rather than as the other side of a split brain).
+                let retired = DiskLeg {
+                    uuid: leg.uuid,
+                    since: leg.since,
+                    ..DiskLeg::EMPTY
+                };
+                if *leg != retired {
+                    return Err(FormatError::BadField("leg table (empty slot not zeroed)"));
+                }
+                if leg.since > self.generation {
+                    return Err(FormatError::BadField(
+                        "leg since (after the superblock's generation)",
+                    ));
                 }
                 continue;
             }
             if leg.uuid == [0; 16] {
                 return Err(FormatError::BadField("leg uuid"));
             }
-            if self.legs.iter().take(k).any(|o| o.uuid == leg.uuid) {
+            if self
+                .legs
+                .iter()
+                .take(k)
+                .any(|o| o.uuid == leg.uuid && o.state != DiskLegState::Empty)
+            {
                 return Err(FormatError::BadField("leg uuid (duplicate)"));
             }
             if leg.state != DiskLegState::Rebuilding && (leg.full || leg.checkpoint != 0) {
@@ -799,6 +830,11 @@ impl Superblock {
             }
             if leg.checkpoint > regions {
                 return Err(FormatError::BadField("leg checkpoint"));
+            }
+            if leg.since > self.generation || leg.since > SINCE_MAX {
+                return Err(FormatError::BadField(
+                    "leg since (after the superblock's generation)",
+                ));
             }
             match layout(
                 leg.sectors,
@@ -870,6 +906,10 @@ impl Superblock {
             let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
             w.put(base + LEG_OFF_UUID, &leg.uuid)?;
             w.put(base + LEG_OFF_STATE, &[leg.state as u8, u8::from(leg.full)])?;
+            w.put(
+                base + LEG_OFF_SINCE,
+                leg.since.to_le_bytes().get(..6).unwrap_or(&[]),
+            )?;
             w.put(base + LEG_OFF_CHECKPOINT, &leg.checkpoint.to_le_bytes())?;
             w.put(base + LEG_OFF_SECTORS, &leg.sectors.to_le_bytes())?;
         }
@@ -929,8 +969,9 @@ impl Superblock {
         };
         for (k, leg) in sb.legs.iter_mut().enumerate() {
             let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
-            if !r.zero(base + LEG_OFF_RESERVED, base + LEG_OFF_CHECKPOINT)? {
-                return Err(FormatError::BadField("reserved"));
+            let mut since = [0u8; 8];
+            for (k, b) in since.iter_mut().take(6).enumerate() {
+                *b = r.u8(base + LEG_OFF_SINCE + k)?;
             }
             *leg = DiskLeg {
                 uuid: r.bytes(base + LEG_OFF_UUID)?,
@@ -938,6 +979,7 @@ impl Superblock {
                 full: r.bool(base + LEG_OFF_FULL, "leg full")?,
                 checkpoint: r.u64(base + LEG_OFF_CHECKPOINT)?,
                 sectors: r.u64(base + LEG_OFF_SECTORS)?,
+                since: u64::from_le_bytes(since),
             };
         }
         sb.validate()?;
@@ -1068,6 +1110,7 @@ mod tests {
             full: false,
             checkpoint: 0,
             sectors,
+            since: 0,
         }
     }
 
@@ -1340,7 +1383,11 @@ mod tests {
             (OFF_RESERVED2 + 5, 1, "reserved"),
             (OFF_TAIL, 1, "reserved"),
             (SB_BYTES - 1, 1, "reserved"),
-            (OFF_LEGS + LEG_OFF_RESERVED, 1, "reserved"),
+            (
+                OFF_LEGS + LEG_OFF_SINCE + 5,
+                1,
+                "leg since (after the superblock's generation)",
+            ),
             (OFF_LEGS + LEG_OFF_STATE, 9, "leg state"),
             (OFF_LEGS + LEG_OFF_FULL, 2, "leg full"),
             (OFF_CLEAN, 2, "clean"),

@@ -19,6 +19,10 @@ pub struct LegInit {
     pub sectors: u64,
     /// For `Rebuilding`: where the copy stands.
     pub rebuild: Rebuild,
+    /// Generation at which this slot's state last changed, as recorded in metadata (0 when
+    /// unknown or fresh). Kept in every superblock: assembly compares a departed leg's `since`
+    /// with that leg's own generation to tell a stale leg from a split brain.
+    pub since: u64,
 }
 
 impl LegInit {
@@ -30,6 +34,7 @@ impl LegInit {
             checkpoint: 0,
             full: true,
         },
+        since: 0,
     };
 }
 

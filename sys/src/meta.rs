@@ -13,12 +13,21 @@ impl<'a> Mirror<'a> {
         let mut legs = [DiskLeg::EMPTY; MAX_LEGS];
         for (i, d) in legs.iter_mut().enumerate().take(usize::from(self.cfg.legs)) {
             let Some(l) = self.legs.get(i) else { continue };
-            *d = DiskLeg {
-                uuid: l.uuid,
-                state: DiskLegState::from(l.state),
-                full: l.resync.full,
-                checkpoint: l.resync.checkpoint,
-                sectors: l.sectors,
+            let rebuilding = l.state == LegState::Rebuilding;
+            *d = match l.state {
+                LegState::Empty => DiskLeg {
+                    uuid: l.uuid,
+                    since: l.since.min(self.generation),
+                    ..DiskLeg::EMPTY
+                },
+                _ => DiskLeg {
+                    uuid: l.uuid,
+                    state: DiskLegState::from(l.state),
+                    full: rebuilding && l.resync.full,
+                    checkpoint: if rebuilding { l.resync.checkpoint } else { 0 },
+                    sectors: l.sectors,
+                    since: l.since.min(self.generation),
+                },
             };
         }
         let meta = self
@@ -74,6 +83,7 @@ impl<'a> Mirror<'a> {
         let nitems = self.log.stage(round);
         let with_sb = self.log.sb_dirty;
         let active = self.active_mask();
+        let mut sb_bad = 0u32;
         if with_sb {
             self.log.sb_dirty = false;
             self.log.seq += 1;
@@ -83,15 +93,19 @@ impl<'a> Mirror<'a> {
                     continue;
                 }
                 let sb = self.superblock_for(k);
-                if let Some(buf) = self
-                    .log
-                    .sb
-                    .get_mut(usize::from(k) * sbb..(usize::from(k) + 1) * sbb)
-                {
-                    buf.fill(0);
-                    // Encoding a superblock built from validated state cannot fail; if it ever
-                    // did, the zeroed slot fails its checksum and the other slot stays in force.
-                    let _ = sb.encode(buf);
+                let range = usize::from(k) * sbb..(usize::from(k) + 1) * sbb;
+                let ok = match self.log.sb.get_mut(range) {
+                    Some(buf) => {
+                        buf.fill(0);
+                        sb.encode(buf).is_ok()
+                    }
+                    None => false,
+                };
+                // A superblock built from the mirror's own state always encodes; if one ever did
+                // not, nothing is written for that leg (never a blank slot) and it is counted.
+                if !ok {
+                    self.counters.meta_errors += 1;
+                    sb_bad |= bit(k);
                 }
             }
         }
@@ -111,7 +125,7 @@ impl<'a> Mirror<'a> {
                     issued += 1;
                 }
             }
-            if with_sb && self.issue_meta_write(host, k, round, None) {
+            if with_sb && sb_bad & bit(k) == 0 && self.issue_meta_write(host, k, round, None) {
                 issued += 1;
             }
             if let Some(p) = self.log.pending.get_mut(usize::from(k)) {

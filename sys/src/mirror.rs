@@ -265,6 +265,8 @@ pub(crate) struct Leg {
     /// Where this leg's metadata lives (persistent log only).
     pub(crate) meta: MetaLayout,
     pub(crate) resync: ResyncLeg,
+    /// Generation at which this leg's state last changed (see `LegInit::since`).
+    pub(crate) since: u64,
 }
 
 impl Leg {
@@ -279,6 +281,7 @@ impl Leg {
         repairs: 0,
         meta: MetaLayout::NONE,
         resync: ResyncLeg::IDLE,
+        since: 0,
     };
 }
 
@@ -500,6 +503,7 @@ impl<'a> Mirror<'a> {
             leg.uuid = li.uuid;
             leg.sectors = li.sectors;
             leg.meta = meta;
+            leg.since = li.since;
             any_in_sync |= li.state == LegState::InSync;
             // What this leg may differ in.
             let regions = m.log.regions();
@@ -549,8 +553,10 @@ impl<'a> Mirror<'a> {
             }
         }
         if m.log.persistent() {
-            // First round: the unclean flag (and every bitmap sector, so that every leg holds the
-            // same image).
+            // First round: the assembled state under a new generation (so a later assembly can
+            // tell a leg that missed it as stale, never as a split brain), the unclean flag, and
+            // every bitmap sector (so every leg holds the same image). Writes wait for it.
+            m.generation = m.generation.saturating_add(1);
             m.log.mark_all_dirty(cfg.legs);
             m.log.request_super();
         }

@@ -377,12 +377,14 @@ impl<'a> Mirror<'a> {
         });
         if self.log.out_of_sync(k) == 0 {
             if self.leg_state(k) == LegState::Rebuilding {
+                self.generation += 1;
+                let g = self.generation;
                 if let Some(l) = self.legs.get_mut(usize::from(k)) {
                     l.state = LegState::InSync;
                     l.resync.checkpoint = 0;
                     l.resync.full = false;
+                    l.since = g;
                 }
-                self.generation += 1;
                 self.log.request_super();
                 self.rescan = true;
             }

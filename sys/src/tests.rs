@@ -772,3 +772,40 @@ fn leg_transaction_states_one_by_one() {
     h.run(&mut m);
     assert_eq!(h.completed(1), Some(Ok(())));
 }
+
+/// Every superblock the core writes decodes, whatever state the legs are in.
+#[test]
+fn superblocks_encode_in_every_leg_state() {
+    let mut h = TestHost::new(3, 2048, 512);
+    let (mut c, ls) = persistent_setup(&mut h);
+    c.legs = 3;
+    mirror!(m, mem, c, Init::fresh(3, ls, true));
+    m.start(&mut h);
+    h.run(&mut m);
+    let check = |m: &Mirror<'_>| {
+        for k in 0..3 {
+            if m.leg_state(k).is_active() {
+                let mut buf = vec![0u8; 4096];
+                m.superblock_for(k).encode(&mut buf).unwrap();
+            }
+        }
+    };
+    check(&m);
+    m.fail_leg(&mut h, 1).unwrap();
+    h.run(&mut m);
+    check(&m);
+    m.remove_leg(&mut h, 1).unwrap();
+    h.run(&mut m);
+    check(&m);
+    m.add_leg(&mut h, 1, *b"dmirror-leg-new1", ls, false)
+        .unwrap();
+    check(&m); // rebuilding, full, checkpoint 0
+    write(&mut h, &mut m, 1, 0, 4, 1);
+    h.run(&mut m);
+    check(&m);
+    h.fail[2] = Some(IoError::Gone);
+    write(&mut h, &mut m, 2, 0, 4, 1);
+    h.run(&mut m);
+    check(&m); // missing
+    assert_eq!(m.status().counters.meta_errors, 0);
+}

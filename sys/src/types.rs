@@ -302,6 +302,8 @@ pub struct Counters {
     pub resync_sectors: u64,
     pub meta_writes: u64,
     pub meta_flushes: u64,
+    /// Superblocks that could not be encoded (an internal error: never expected).
+    pub meta_errors: u64,
     pub busy: u64,
 }
 

@@ -108,12 +108,11 @@ pub fn check_journal(sim: &mut Sim) {
                 && disks[l].as_ref().is_some_and(|d| d.sb.generation == gen)
         })
         .collect();
-    // What assembly reads: the write-intent bitmaps of the in-sync legs, ORed.
+    // What assembly reads: the write-intent bitmaps of every present leg, ORed (a rebuilding
+    // leg copied past a region takes writes there, so its bitmap counts too).
     let mut marked = vec![0u8; newest.bitmap.len()];
-    for &l in &insync {
-        if let Some(d) = &disks[l] {
-            format::or_into(&mut marked, &d.bitmap);
-        }
+    for d in disks.iter().flatten() {
+        format::or_into(&mut marked, &d.bitmap);
     }
     let bit = |b: &[u8], r: u64| {
         b.get((r / 8) as usize)
@@ -167,7 +166,7 @@ pub fn check_journal(sim: &mut Sim) {
                     "rebuilt past this region"
                 };
                 sim.w.fail(format!(
-                    "after crash: legs {a} (in sync) and {b} ({how}) differ at sector {s} ({x} vs {y}) but region {r} is not marked in the durable write-intent bitmap of any in-sync leg of generation {gen} (marked on legs {:?})",
+                    "after crash: legs {a} (in sync) and {b} ({how}) differ at sector {s} ({x} vs {y}) but region {r} is not marked in the durable write-intent bitmap of any leg (generation {gen}) (marked on legs {:?})",
                     marked_on(r)
                 ));
                 return;
