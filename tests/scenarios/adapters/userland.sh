@@ -393,12 +393,20 @@ ad_fail() {
 	_ul_restart
 }
 
-# ad_heal I: the device works again. A running server keeps the faulty handle it has (the leg
-# stays failed) until the leg is given back with ad_insert; the adapter's own restarts leave it
-# out meanwhile (a served leg that is merely stale would be resynced at once); a later assembly
-# (ad_start) takes it, by its plain path.
+# ad_heal I: the device works again. A leg the mirror still uses is served by its plain path
+# from now on (a clean restart). A failed leg stays failed until given back with ad_insert; the
+# adapter's own restarts leave it out meanwhile (a served leg that is merely stale would be
+# resynced at once); a later assembly (ad_start) takes it, by its plain path.
 ad_heal() {
-	eval "UL_FAULT$1=ok UL_HELD$1=1"
+	eval "UL_FAULT$1=ok"
+	[ -n "${UL_PID:-}" ] || { eval "UL_HELD$1=1"; return 0; }
+	case $(ad_state "$1") in
+	insync | rebuilding)
+		# Still in use: the device works again for the mirror (serve it by its plain path).
+		_ul_restart
+		;;
+	*) eval "UL_HELD$1=1" ;;
+	esac
 }
 
 ad_vanish() {
@@ -416,10 +424,15 @@ ad_return() {
 	"$UL_BIN" add --control "$UL_CTL" "$(_ul_leg_arg "$1")" >>"$UL_LOG" 2>&1
 }
 
+# ad_insert I: give leg I to the mirror for a full rebuild. The tool refuses a leg that carries
+# this mirror's metadata from before (a removed leg) unless told --force, which means exactly
+# that (add it as a new leg, full resync): retry with it on that refusal only.
 ad_insert() {
 	_ul_need_up || return 1
 	eval "UL_IN$1=1 UL_PRESENT$1=1 UL_HELD$1="
-	"$UL_BIN" add --control "$UL_CTL" "$(_ul_leg_arg "$1")" >>"$UL_LOG" 2>&1
+	"$UL_BIN" add --control "$UL_CTL" "$(_ul_leg_arg "$1")" >>"$UL_LOG" 2>&1 && return 0
+	[ -n "$(tail -n 1 "$UL_LOG" | sed -n '/no longer a member; pass --force/p')" ] || return 1
+	"$UL_BIN" add --force --control "$UL_CTL" "$(_ul_leg_arg "$1")" >>"$UL_LOG" 2>&1
 }
 
 ad_remove() {
