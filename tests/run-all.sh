@@ -13,7 +13,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 stage "unit, simulator, ABI and integration tests"
 # Build first: the C ABI tests link target/release/libdmirror_ffi.a, which `cargo test` alone
 # does not refresh. The simulator's core mutants (planted bugs it must catch) need a feature.
-cargo build --workspace --release
+# Same features for both, so nothing is compiled twice (the mutants are inert unless a test
+# plants one; the kernel build below is separate and has none).
+cargo build --workspace --release --features dmirror-sim/core-mutants
 cargo test --workspace --release --features dmirror-sim/core-mutants
 
 if [ -x tests/ci-kernel.sh ]; then

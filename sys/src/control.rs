@@ -11,8 +11,12 @@ use crate::types::*;
 impl<'a> Mirror<'a> {
     /// Take leg `k` out of service after an error. `Gone` makes it missing (tracked, incremental
     /// rejoin); any other error makes it failed (full resync before it is trusted again).
+    ///
+    /// The last in-sync leg is never taken out: without it no leg could serve a read. Its errors
+    /// are counted and returned to the parents that met them, and it stays in service (as a
+    /// gmirror user expects of the last component).
     pub(crate) fn leg_failed<H: Host>(&mut self, host: &mut H, k: u8, err: IoError) {
-        if !self.leg_state(k).is_active() {
+        if !self.leg_state(k).is_active() || self.last_in_sync(k) {
             return;
         }
         let state = if err == IoError::Gone {

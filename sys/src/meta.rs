@@ -260,7 +260,11 @@ impl<'a> Mirror<'a> {
                 leg.errors += 1;
             }
             self.leg_failed(host, l.leg, e);
-            return;
+            if !self.leg_state(l.leg).is_active() {
+                return;
+            }
+            // The last in-sync leg stays in service: the round goes on without this write (the
+            // other legs' write-intent bitmaps, which assembly ORs, still record the marks).
         }
         match l.role {
             Role::MetaWrite => {

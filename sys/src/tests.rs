@@ -250,6 +250,13 @@ fn write_error_fails_the_leg_not_the_parent_unless_all_fail() {
     h.fail[0] = Some(IoError::Io);
     h.run(&mut m);
     assert_eq!(h.completed(2), Some(Err(IoError::Io)), "every leg failed");
+    // The last in-sync leg is not taken out: it keeps serving what it can.
+    assert_eq!(m.status().leg[0].state, LegState::InSync);
+    assert_eq!(m.status().leg[0].errors, 1);
+    h.fail[0] = None;
+    read(&mut h, &mut m, 3, 0, 8);
+    h.run(&mut m);
+    assert_eq!(h.completed(3), Some(Ok(())));
 }
 
 #[test]
