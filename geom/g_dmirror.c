@@ -1572,6 +1572,13 @@ attach_undo:
 		if (leg != NULL && leg->cp == r->cp && r->cp != NULL) {
 			DM_LOG(sc, "leg %u (%s) disappeared", r->leg, r->cp->provider->name);
 			leg->gone = 1;
+			/*
+			 * Missing now, not at its next I/O: status is honest at once and writes from
+			 * here on are tracked for its incremental return. The core keeps the last
+			 * in-sync leg (EPERM); its I/O then fails with ENXIO as it comes back.
+			 */
+			if (sc->sc_m != NULL)
+				(void)dmirror_leg_gone(sc->sc_m, r->leg);
 		}
 		return (0);
 	default:

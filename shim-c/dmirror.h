@@ -506,6 +506,10 @@ int dmirror_add_leg(struct dmirror *m, uint32_t leg, const uint8_t uuid[16], uin
 int dmirror_fail_leg(struct dmirror *m, uint32_t leg);
 /* Take a leg out of the mirror for good (its slot becomes empty). */
 int dmirror_remove_leg(struct dmirror *m, uint32_t leg);
+/* The leg's device went away (an orphaned consumer, a detached disk): mark it missing now so that
+ * status is honest and writes are tracked for its incremental return. DMIRROR_EPERM for the last
+ * in-sync leg (it stays in service), DMIRROR_EBUSY if it is not in service. */
+int dmirror_leg_gone(struct dmirror *m, uint32_t leg);
 int dmirror_set_read_policy(struct dmirror *m, const struct dmirror_read_policy *policy);
 /* Begin a clean shutdown: new parents get DMIRROR_EBUSY, in-flight ones finish, legs are
  * flushed and marked clean; then DMIRROR_EV_SHUTDOWN_DONE. */

@@ -443,7 +443,7 @@ main(void)
 	/* a leg with I/O errors */
 	d1->fail_eio = 1;
 	check(random_writes(pp, 40) == 0, "writes still succeed while leg 1 returns EIO");
-	check(wait_xml("m0", "<State>DEGRADED</State>", 5000), "mirror DEGRADED");
+	check(wait_xml("m0", "<State>DEGRADED</State>", 10000), "mirror DEGRADED");
 	mirror_xml("m0", xml, sizeof(xml));
 	check(strstr(xml, "<Slot1>FAILED md1</Slot1>") != NULL, "leg 1 shown FAILED");
 	check(read_all_matches(pp), "reads correct with leg 1 failed");
@@ -472,9 +472,7 @@ main(void)
 	err = ctl_run(&c);
 	g_topology_lock();
 	g_topology_unlock();
-	usleep(200000);
-	mirror_xml("m0", xml, sizeof(xml));
-	check(err[0] == '\0' && strstr(xml, "<Balance>load</Balance>") != NULL,
+	check(err[0] == '\0' && wait_xml("m0", "<Balance>load</Balance>", 10000),
 	    "configure -b load: \"%s\"", err);
 	ctl_init(&c, "configure");
 	ctl_arg(&c, "m0");
@@ -497,14 +495,14 @@ main(void)
 	/* a leg that disappears */
 	mock_disk_orphan(d1);
 	check(random_writes(pp, 20) == 0, "writes succeed after leg 1's disk went away");
-	check(wait_xml("m0", "<Slot1>MISSING -</Slot1>", 5000),
+	check(wait_xml("m0", "<Slot1>MISSING -</Slot1>", 10000),
 	    "leg 1 MISSING and its consumer detached");
 	g_topology_lock();
 	check(LIST_EMPTY(&d1->pp->consumers), "nothing of dmirror stays attached to the gone disk");
 	g_topology_unlock();
 	err = ctl_simple("forget", "m0", NULL, NULL);
 	check(err[0] == '\0', "forget m0: \"%s\"", err);
-	check(wait_xml("m0", "<Slot1>EMPTY -</Slot1>", 2000), "slot 1 EMPTY after forget");
+	check(wait_xml("m0", "<Slot1>EMPTY -</Slot1>", 10000), "slot 1 EMPTY after forget");
 	err = ctl_simple("insert", "m0", "md2", NULL);
 	check(err[0] == '\0', "insert m0 md2: \"%s\"", err);
 	check(wait_xml("m0", "<State>COMPLETE</State>", 20000), "inserted leg resynced");
@@ -531,7 +529,7 @@ main(void)
 		int zero = 1;
 		err = ctl_simple("remove", "m0", "md2", NULL);
 		check(err[0] == '\0', "remove m0 md2: \"%s\"", err);
-		check(wait_xml("m0", "<Slot1>EMPTY -</Slot1>", 2000), "slot 1 EMPTY after remove");
+		check(wait_xml("m0", "<Slot1>EMPTY -</Slot1>", 10000), "slot 1 EMPTY after remove");
 		dmirror_sb_location((DISK_BYTES + 1024 * 1024) / SS, SS, &s0, &s1, &bytes);
 		for (uint64_t i = 0; i < bytes; i++)
 			if (d2->mem[s0 * SS + i] | d2->mem[s1 * SS + i])
@@ -565,7 +563,7 @@ main(void)
 	check(err[0] == '\0', "stop m0: \"%s\"", err);
 	check(has_sb(d0), "stop leaves md0's superblocks in place");
 	check(mirror_provider("m0") == NULL, "provider gone after stop");
-	for (int i = 0; i < 200 && mock_live_kprocs > 1; i++)
+	for (int i = 0; i < 1000 && mock_live_kprocs > 1; i++)
 		usleep(10000);
 	check(mock_live_kprocs == 1, "worker thread exited (the class helper remains)");
 
@@ -579,9 +577,9 @@ main(void)
 	ctl_str(&c, G_DMIRROR_P_BALANCE, "prefer:md4");
 	err = ctl_run(&c);
 	check(err[0] == '\0', "label -n -s 3 -b prefer:md4 m1 md3 md4: \"%s\"", err);
-	check(wait_xml("m1", "<Slot2>EMPTY -</Slot2>", 2000) &&
-	    wait_xml("m1", "<State>COMPLETE</State>", 2000) &&
-	    wait_xml("m1", "<Balance>prefer:1</Balance>", 2000),
+	check(wait_xml("m1", "<Slot2>EMPTY -</Slot2>", 10000) &&
+	    wait_xml("m1", "<State>COMPLETE</State>", 10000) &&
+	    wait_xml("m1", "<Balance>prefer:1</Balance>", 10000),
 	    "m1: reserved slot 2 EMPTY, COMPLETE at once, prefer leg 1");
 	{
 		uint64_t s0, s1, bytes;
@@ -642,14 +640,14 @@ main(void)
 		g_topology_unlock();
 		check(r != NULL, "taste of md3 recognizes a leg of m3");
 		usleep(500000);
-		check(mirror_provider("m3") == NULL && wait_xml("m3", "<State>STARTING</State>", 100),
+		check(mirror_provider("m3") == NULL && wait_xml("m3", "<State>STARTING</State>", 10000),
 		    "m3 waits for its other leg");
-		for (int i = 0; i < 800 && mirror_provider("m3") == NULL; i++)
+		for (int i = 0; i < 2000 && mirror_provider("m3") == NULL; i++)
 			usleep(10000);
 		pp = mirror_provider("m3");
 		check(pp != NULL, "m3 assembled without md4 after the timeout");
 		if (pp != NULL) {
-			check(wait_xml("m3", "<Slot1>MISSING -</Slot1>", 2000), "m3 slot 1 MISSING");
+			check(wait_xml("m3", "<Slot1>MISSING -</Slot1>", 10000), "m3 slot 1 MISSING");
 			msize = pp->mediasize;
 			memcpy(model, d3->mem, (size_t)msize);
 			check(read_all_matches(pp), "m3 reads back md3's data after assembly");
@@ -682,7 +680,7 @@ main(void)
 		g_topology_lock();
 		r = g_dmirror_class.taste(&g_dmirror_class, d0->pp, 0);
 		g_topology_unlock();
-		for (int i = 0; i < 200 && mirror_provider("m0") == NULL; i++)
+		for (int i = 0; i < 1000 && mirror_provider("m0") == NULL; i++)
 			usleep(10000);
 		pp = mirror_provider("m0");
 		check(r != NULL && pp != NULL, "taste of md0 brings m0 back at once (its only leg)");
@@ -714,7 +712,7 @@ main(void)
 	}
 
 	/* everything released */
-	for (int i = 0; i < 200 && mock_live_kprocs > 1; i++)
+	for (int i = 0; i < 1000 && mock_live_kprocs > 1; i++)
 		usleep(10000);
 	g_dmirror_class.fini(&g_dmirror_class);
 	g_topology_lock();

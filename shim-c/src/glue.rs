@@ -1050,6 +1050,24 @@ pub unsafe extern "C" fn dmirror_add_leg(
 /// # Safety
 /// `m` from `dmirror_create`, not destroyed.
 #[no_mangle]
+pub unsafe extern "C" fn dmirror_leg_gone(m: *mut dmirror, leg: u32) -> c_int {
+    let Some(leg) = leg_index(leg) else {
+        return DMIRROR_ENOENT;
+    };
+    // SAFETY: caller's contract.
+    unsafe {
+        with_mirror(m, |mir, host| match mir.leg_gone(host, leg) {
+            Ok(()) => 0,
+            Err(e) => control_error(e),
+        })
+    }
+}
+
+/// See dmirror.h.
+///
+/// # Safety
+/// `m` from `dmirror_create`, not destroyed.
+#[no_mangle]
 pub unsafe extern "C" fn dmirror_fail_leg(m: *mut dmirror, leg: u32) -> c_int {
     let Some(leg) = leg_index(leg) else {
         return DMIRROR_ENOENT;
@@ -1178,6 +1196,7 @@ same_signature! {
     dmirror_is_idle(_);
     dmirror_add_leg(_, _, _, _, _);
     dmirror_fail_leg(_, _);
+    dmirror_leg_gone(_, _);
     dmirror_remove_leg(_, _);
     dmirror_set_read_policy(_, _);
     dmirror_shutdown(_);

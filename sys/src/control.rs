@@ -131,6 +131,24 @@ impl<'a> Mirror<'a> {
         Ok(())
     }
 
+    /// The host learned that a leg's device went away (a GEOM orphan, a detached disk): mark it
+    /// missing now, rather than at its next I/O, so status is honest and writes from now on are
+    /// tracked for its incremental return. The last in-sync leg stays (see `leg_failed`).
+    pub fn leg_gone<H: Host>(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError> {
+        if leg >= self.cfg.legs {
+            return Err(ControlError::NoSuchLeg);
+        }
+        if !self.leg_state(leg).is_active() {
+            return Err(ControlError::WrongState);
+        }
+        if self.last_in_sync(leg) {
+            return Err(ControlError::LastLeg);
+        }
+        self.leg_failed(host, leg, IoError::Gone);
+        self.pump(host);
+        Ok(())
+    }
+
     /// Take a leg out of the mirror for good (its slot becomes empty).
     pub fn remove_leg<H: Host>(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError> {
         if leg >= self.cfg.legs {

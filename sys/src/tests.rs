@@ -382,6 +382,37 @@ fn missing_leg_rejoins_incrementally() {
 }
 
 #[test]
+fn a_leg_reported_gone_is_missing_at_once_and_tracked() {
+    let mut h = TestHost::new(2, 256, 512);
+    mirror!(
+        m,
+        mem,
+        cfg(2, 256, LogKind::Core),
+        Init::fresh(2, 256, true)
+    );
+    m.leg_gone(&mut h, 1).unwrap();
+    assert_eq!(m.status().leg[1].state, LegState::Missing);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::LegFailed {
+            leg: 1,
+            state: LegState::Missing,
+            ..
+        }
+    )));
+    assert_eq!(m.leg_gone(&mut h, 1), Err(ControlError::WrongState));
+    assert_eq!(m.leg_gone(&mut h, 0), Err(ControlError::LastLeg));
+    assert_eq!(m.leg_gone(&mut h, 7), Err(ControlError::NoSuchLeg));
+    write(&mut h, &mut m, 1, 40, 4, 3);
+    h.run(&mut m);
+    assert_eq!(
+        m.status().leg[1].regions_out_of_sync,
+        1,
+        "the write is tracked for its return"
+    );
+}
+
+#[test]
 fn new_leg_full_resync_while_writes_go_on() {
     let mut h = TestHost::new(2, 256, 512);
     let mut init = Init::fresh(2, 256, true);

@@ -845,6 +845,8 @@ main(int argc, char **argv)
 	check(dmirror_fail_leg(m, 0) == DMIRROR_EPERM, "failing the last in-sync leg is EPERM");
 	check(dmirror_fail_leg(m, 40) == DMIRROR_ENOENT, "failing leg 40 is ENOENT");
 	check(dmirror_fail_leg(m, 4000) == DMIRROR_ENOENT, "failing leg 4000 is ENOENT");
+	check(dmirror_leg_gone(m, 0) == DMIRROR_EPERM, "the last in-sync leg cannot be reported gone");
+	check(dmirror_leg_gone(m, 40) == DMIRROR_ENOENT, "reporting leg 40 gone is ENOENT");
 
 	/* ---- resync: a replacement device in slot 1 ---- */
 	h->leg_eio[1] = 0;
