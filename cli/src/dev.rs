@@ -89,8 +89,27 @@ pub struct Dev {
     /// Size in bytes.
     pub bytes: u64,
     pub is_block: bool,
+    /// A regular file on tmpfs or ramfs: its reads and writes copy to and from memory and never
+    /// wait for a device, so the mirror's thread may do small ones itself (see `try_*_inline`).
+    pub memory_backed: bool,
     pub fault: Fault,
     start: Instant,
+}
+
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+
+/// Is the open regular file on a memory file system (tmpfs, ramfs)?
+fn on_memory_fs(file: &File) -> bool {
+    // SAFETY: a zeroed statfs is valid; fstatfs fills it for an open descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and pointer.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    // f_type's width differs between targets; the magic numbers are 32-bit.
+    let t = st.f_type as u32;
+    t == TMPFS_MAGIC || t == RAMFS_MAGIC
 }
 
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -143,12 +162,14 @@ impl Dev {
                 path.display()
             ));
         };
+        let memory_backed = !is_block && on_memory_fs(&file);
         Ok(Dev {
             file,
             path: path.to_path_buf(),
             name: name.to_string(),
             bytes,
             is_block,
+            memory_backed,
             fault,
             start: Instant::now(),
         })
@@ -215,6 +236,50 @@ impl Dev {
             self.file.sync_data().map_err(map_io)?;
         }
         Ok(())
+    }
+
+    /// A read the caller's thread may do itself because it cannot wait for a device: fault
+    /// injection applies as in `io_read`; a leg on a memory file system is read directly; any
+    /// other leg (a regular file on a disk, a block device) only if the data is in the page cache
+    /// (`RWF_NOWAIT`: the kernel refuses rather than start device I/O). None: nothing was
+    /// decided (the data may be partly in `buf`), do the read with `io_read` on a worker.
+    pub fn try_read_inline(&self, buf: &mut [u8], off: u64) -> Option<Result<(), IoError>> {
+        if let Some(e) = self.injected() {
+            return Some(Err(e));
+        }
+        if self.memory_backed {
+            return Some(self.file.read_exact_at(buf, off).map_err(map_io));
+        }
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over `buf`, which is live and writable for its length.
+        let n = unsafe {
+            libc::preadv2(
+                self.file.as_raw_fd(),
+                &iov,
+                1,
+                off as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        // Errors (EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT here; real I/O errors) and short
+        // reads all go the ordinary way, which reports them as before.
+        (n >= 0 && n as usize == buf.len()).then_some(Ok(()))
+    }
+
+    /// A write the caller's thread may do itself: only on a memory file system (buffered writes
+    /// elsewhere may wait for writeback throttling, for as long as the device takes) and without
+    /// FUA (an fdatasync). Fault injection applies as in `io_write`. None: use a worker.
+    pub fn try_write_inline(&self, buf: &[u8], off: u64, fua: bool) -> Option<Result<(), IoError>> {
+        if let Some(e) = self.injected() {
+            return Some(Err(e));
+        }
+        if !self.memory_backed || fua {
+            return None;
+        }
+        Some(self.file.write_all_at(buf, off).map_err(map_io))
     }
 
     pub fn io_flush(&self) -> Result<(), IoError> {
