@@ -367,6 +367,58 @@ mod tests {
     }
 
     #[test]
+    fn inline_io_only_where_it_cannot_wait() {
+        // /dev/shm is tmpfs on Linux; skip (loudly) where it is not.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("\n*** SKIPPED: no /dev/shm ***\n");
+            return;
+        }
+        let p = shm.join(format!("dmirror-inline-{}", std::process::id()));
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let d = Dev::open_path(&p, Fault::None, true, "m").unwrap();
+        assert!(
+            d.memory_backed,
+            "a file in /dev/shm should count as memory-backed"
+        );
+        let data = [0x5au8; 4096];
+        assert_eq!(d.try_write_inline(&data, 8192, false), Some(Ok(())));
+        // FUA needs an fdatasync: never inline.
+        assert_eq!(d.try_write_inline(&data, 8192, true), None);
+        let mut back = [0u8; 4096];
+        assert_eq!(d.try_read_inline(&mut back, 8192), Some(Ok(())));
+        assert_eq!(back, data);
+        // Past the end: a failed read, as io_read reports it.
+        assert_eq!(
+            d.try_read_inline(&mut back, 1 << 20),
+            Some(Err(IoError::Io))
+        );
+        // Fault injection applies inline exactly as on the workers.
+        let e = Dev::open_path(&p, Fault::Error, true, "e").unwrap();
+        assert_eq!(e.try_write_inline(&data, 0, false), Some(Err(IoError::Io)));
+        assert_eq!(e.try_read_inline(&mut back, 0), Some(Err(IoError::Io)));
+        let f = Dev::open_path(&p, Fault::Flakey { up: 0, down: 5 }, true, "f").unwrap();
+        assert_eq!(f.try_read_inline(&mut back, 0), Some(Err(IoError::Gone)));
+        let _ = std::fs::remove_file(&p);
+
+        // A file on a disk file system: writes always go to a worker.
+        let q = std::env::temp_dir().join(format!("dmirror-inline-{}", std::process::id()));
+        std::fs::File::create(&q).unwrap().set_len(1 << 20).unwrap();
+        let d = Dev::open_path(&q, Fault::None, true, "d").unwrap();
+        if !d.memory_backed {
+            assert_eq!(d.try_write_inline(&data, 0, false), None);
+            // A read is inline only if the kernel could serve it without waiting; when it is,
+            // it must have read the right bytes.
+            d.write_at(&data, 0).unwrap();
+            let mut b = [0u8; 4096];
+            if d.try_read_inline(&mut b, 0) == Some(Ok(())) {
+                assert_eq!(b, data);
+            }
+        }
+        let _ = std::fs::remove_file(&q);
+    }
+
+    #[test]
     fn uuid_format() {
         let u = [0x12u8; 16];
         assert_eq!(uuid_str(&u), "12121212-1212-1212-1212-121212121212");
