@@ -270,16 +270,29 @@ impl Dev {
     }
 
     /// A write the caller's thread may do itself: only on a memory file system (buffered writes
-    /// elsewhere may wait for writeback throttling, for as long as the device takes) and without
-    /// FUA (an fdatasync). Fault injection applies as in `io_write`. None: use a worker.
+    /// elsewhere may wait for writeback throttling, and FUA for the device, as long as it takes;
+    /// on tmpfs/ramfs fdatasync has nothing to write back). Fault injection applies as in
+    /// `io_write`. None: use a worker.
     pub fn try_write_inline(&self, buf: &[u8], off: u64, fua: bool) -> Option<Result<(), IoError>> {
         if let Some(e) = self.injected() {
             return Some(Err(e));
         }
-        if !self.memory_backed || fua {
+        if !self.memory_backed {
             return None;
         }
-        Some(self.file.write_all_at(buf, off).map_err(map_io))
+        Some(self.io_write(buf, off, fua))
+    }
+
+    /// A flush the caller's thread may do itself: only on a memory file system, where there is
+    /// no device to wait for. None: use a worker.
+    pub fn try_flush_inline(&self) -> Option<Result<(), IoError>> {
+        if let Some(e) = self.injected() {
+            return Some(Err(e));
+        }
+        if !self.memory_backed {
+            return None;
+        }
+        Some(self.io_flush())
     }
 
     pub fn io_flush(&self) -> Result<(), IoError> {
@@ -383,8 +396,9 @@ mod tests {
         );
         let data = [0x5au8; 4096];
         assert_eq!(d.try_write_inline(&data, 8192, false), Some(Ok(())));
-        // FUA needs an fdatasync: never inline.
-        assert_eq!(d.try_write_inline(&data, 8192, true), None);
+        // FUA and flushes too: tmpfs has nothing to write back.
+        assert_eq!(d.try_write_inline(&data, 8192, true), Some(Ok(())));
+        assert_eq!(d.try_flush_inline(), Some(Ok(())));
         let mut back = [0u8; 4096];
         assert_eq!(d.try_read_inline(&mut back, 8192), Some(Ok(())));
         assert_eq!(back, data);
@@ -397,6 +411,7 @@ mod tests {
         let e = Dev::open_path(&p, Fault::Error, true, "e").unwrap();
         assert_eq!(e.try_write_inline(&data, 0, false), Some(Err(IoError::Io)));
         assert_eq!(e.try_read_inline(&mut back, 0), Some(Err(IoError::Io)));
+        assert_eq!(e.try_flush_inline(), Some(Err(IoError::Io)));
         let f = Dev::open_path(&p, Fault::Flakey { up: 0, down: 5 }, true, "f").unwrap();
         assert_eq!(f.try_read_inline(&mut back, 0), Some(Err(IoError::Gone)));
         let _ = std::fs::remove_file(&p);
@@ -407,6 +422,8 @@ mod tests {
         let d = Dev::open_path(&q, Fault::None, true, "d").unwrap();
         if !d.memory_backed {
             assert_eq!(d.try_write_inline(&data, 0, false), None);
+            assert_eq!(d.try_write_inline(&data, 0, true), None);
+            assert_eq!(d.try_flush_inline(), None);
             // A read is inline only if the kernel could serve it without waiting; when it is,
             // it must have read the right bytes.
             d.write_at(&data, 0).unwrap();

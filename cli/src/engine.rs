@@ -205,8 +205,8 @@ pub struct UHost {
     /// can do them without waiting for a device (`Dev::try_read_inline`, `try_write_inline`):
     /// a memory copy costs less than the two thread hand-offs of a worker. They cannot stall
     /// the other leg for longer than that copy; anything that might wait (a device read, a
-    /// buffered write to a disk file or a block device, FUA, flush, discard, large I/O) still
-    /// goes to the leg's workers. DMIRROR_INLINE_IO=BYTES overrides it (0: never).
+    /// write, FUA or flush to a disk file or a block device, discard, large I/O) still goes to
+    /// the leg's workers. DMIRROR_INLINE_IO=BYTES overrides it (0: never).
     pub inline_max: usize,
     pub shutdown_done: bool,
     pub quiet: bool,
@@ -376,6 +376,7 @@ impl Host for UHost {
                 (LegOp::Write, BufRef::Meta(m)) => m
                     .get(..len)
                     .and_then(|b| dev.try_write_inline(b, off, io.fua)),
+                (LegOp::Flush, _) => dev.try_flush_inline(),
                 _ => None,
             };
             if let Some(result) = done {
