@@ -13,6 +13,10 @@
 # All three are reached over a unix socket by default (BENCH_TRANSPORT=tcp for 127.0.0.1: qemu-nbd
 # 7.2 is pathologically slow at depth 16 over TCP, so TCP numbers mostly measure that).
 #
+# With legs in tmpfs dmirror does small leg reads, writes and flushes on the mirror's thread
+# (no worker hand-off; see UHost::inline_max in cli/src/engine.rs); DMIRROR_INLINE_IO=0 in the
+# environment measures the worker path instead (what disk files and block devices mostly take).
+#
 # Usage: bench/nbd.sh   (env: BENCH_DIR=/dev/shm/dmirror-bench BENCH_SIZE_MB=1024
 #                             BENCH_SCALE=1 (request count factor) BENCH_REPEAT=3
 #                             BENCH_TRANSPORT=unix|tcp)

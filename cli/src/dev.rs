@@ -89,8 +89,27 @@ pub struct Dev {
     /// Size in bytes.
     pub bytes: u64,
     pub is_block: bool,
+    /// A regular file on tmpfs or ramfs: its reads and writes copy to and from memory and never
+    /// wait for a device, so the mirror's thread may do small ones itself (see `try_*_inline`).
+    pub memory_backed: bool,
     pub fault: Fault,
     start: Instant,
+}
+
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+
+/// Is the open regular file on a memory file system (tmpfs, ramfs)?
+fn on_memory_fs(file: &File) -> bool {
+    // SAFETY: a zeroed statfs is valid; fstatfs fills it for an open descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and pointer.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    // f_type's width differs between targets; the magic numbers are 32-bit.
+    let t = st.f_type as u32;
+    t == TMPFS_MAGIC || t == RAMFS_MAGIC
 }
 
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -143,12 +162,14 @@ impl Dev {
                 path.display()
             ));
         };
+        let memory_backed = !is_block && on_memory_fs(&file);
         Ok(Dev {
             file,
             path: path.to_path_buf(),
             name: name.to_string(),
             bytes,
             is_block,
+            memory_backed,
             fault,
             start: Instant::now(),
         })
@@ -215,6 +236,63 @@ impl Dev {
             self.file.sync_data().map_err(map_io)?;
         }
         Ok(())
+    }
+
+    /// A read the caller's thread may do itself because it cannot wait for a device: fault
+    /// injection applies as in `io_read`; a leg on a memory file system is read directly; any
+    /// other leg (a regular file on a disk, a block device) only if the data is in the page cache
+    /// (`RWF_NOWAIT`: the kernel refuses rather than start device I/O). None: nothing was
+    /// decided (the data may be partly in `buf`), do the read with `io_read` on a worker.
+    pub fn try_read_inline(&self, buf: &mut [u8], off: u64) -> Option<Result<(), IoError>> {
+        if let Some(e) = self.injected() {
+            return Some(Err(e));
+        }
+        if self.memory_backed {
+            return Some(self.file.read_exact_at(buf, off).map_err(map_io));
+        }
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over `buf`, which is live and writable for its length.
+        let n = unsafe {
+            libc::preadv2(
+                self.file.as_raw_fd(),
+                &iov,
+                1,
+                off as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        // Errors (EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT here; real I/O errors) and short
+        // reads all go the ordinary way, which reports them as before.
+        (n >= 0 && n as usize == buf.len()).then_some(Ok(()))
+    }
+
+    /// A write the caller's thread may do itself: only on a memory file system (buffered writes
+    /// elsewhere may wait for writeback throttling, and FUA for the device, as long as it takes;
+    /// on tmpfs/ramfs fdatasync has nothing to write back). Fault injection applies as in
+    /// `io_write`. None: use a worker.
+    pub fn try_write_inline(&self, buf: &[u8], off: u64, fua: bool) -> Option<Result<(), IoError>> {
+        if let Some(e) = self.injected() {
+            return Some(Err(e));
+        }
+        if !self.memory_backed {
+            return None;
+        }
+        Some(self.io_write(buf, off, fua))
+    }
+
+    /// A flush the caller's thread may do itself: only on a memory file system, where there is
+    /// no device to wait for. None: use a worker.
+    pub fn try_flush_inline(&self) -> Option<Result<(), IoError>> {
+        if let Some(e) = self.injected() {
+            return Some(Err(e));
+        }
+        if !self.memory_backed {
+            return None;
+        }
+        Some(self.io_flush())
     }
 
     pub fn io_flush(&self) -> Result<(), IoError> {
@@ -299,6 +377,62 @@ mod tests {
         assert!(LegSpec::parse("flakey:/a:x:4").is_err());
         assert!(LegSpec::parse("flakey:/a").is_err());
         assert!(LegSpec::parse("error:").is_err());
+    }
+
+    #[test]
+    fn inline_io_only_where_it_cannot_wait() {
+        // /dev/shm is tmpfs on Linux; skip (loudly) where it is not.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("\n*** SKIPPED: no /dev/shm ***\n");
+            return;
+        }
+        let p = shm.join(format!("dmirror-inline-{}", std::process::id()));
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let d = Dev::open_path(&p, Fault::None, true, "m").unwrap();
+        assert!(
+            d.memory_backed,
+            "a file in /dev/shm should count as memory-backed"
+        );
+        let data = [0x5au8; 4096];
+        assert_eq!(d.try_write_inline(&data, 8192, false), Some(Ok(())));
+        // FUA and flushes too: tmpfs has nothing to write back.
+        assert_eq!(d.try_write_inline(&data, 8192, true), Some(Ok(())));
+        assert_eq!(d.try_flush_inline(), Some(Ok(())));
+        let mut back = [0u8; 4096];
+        assert_eq!(d.try_read_inline(&mut back, 8192), Some(Ok(())));
+        assert_eq!(back, data);
+        // Past the end: a failed read, as io_read reports it.
+        assert_eq!(
+            d.try_read_inline(&mut back, 1 << 20),
+            Some(Err(IoError::Io))
+        );
+        // Fault injection applies inline exactly as on the workers.
+        let e = Dev::open_path(&p, Fault::Error, true, "e").unwrap();
+        assert_eq!(e.try_write_inline(&data, 0, false), Some(Err(IoError::Io)));
+        assert_eq!(e.try_read_inline(&mut back, 0), Some(Err(IoError::Io)));
+        assert_eq!(e.try_flush_inline(), Some(Err(IoError::Io)));
+        let f = Dev::open_path(&p, Fault::Flakey { up: 0, down: 5 }, true, "f").unwrap();
+        assert_eq!(f.try_read_inline(&mut back, 0), Some(Err(IoError::Gone)));
+        let _ = std::fs::remove_file(&p);
+
+        // A file on a disk file system: writes always go to a worker.
+        let q = std::env::temp_dir().join(format!("dmirror-inline-{}", std::process::id()));
+        std::fs::File::create(&q).unwrap().set_len(1 << 20).unwrap();
+        let d = Dev::open_path(&q, Fault::None, true, "d").unwrap();
+        if !d.memory_backed {
+            assert_eq!(d.try_write_inline(&data, 0, false), None);
+            assert_eq!(d.try_write_inline(&data, 0, true), None);
+            assert_eq!(d.try_flush_inline(), None);
+            // A read is inline only if the kernel could serve it without waiting; when it is,
+            // it must have read the right bytes.
+            d.write_at(&data, 0).unwrap();
+            let mut b = [0u8; 4096];
+            if d.try_read_inline(&mut b, 0) == Some(Ok(())) {
+                assert_eq!(b, data);
+            }
+        }
+        let _ = std::fs::remove_file(&q);
     }
 
     #[test]

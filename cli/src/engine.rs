@@ -170,6 +170,9 @@ fn worker(dev: &Dev, rx: &Mutex<Receiver<Job>>, done: &Sender<Msg>) {
     }
 }
 
+/// Default of `UHost::inline_max`.
+const INLINE_MAX: usize = 64 << 10;
+
 struct PSlot {
     cookie: u64,
     reply: ReplyTo,
@@ -198,6 +201,13 @@ pub struct UHost {
     immediate: Vec<LegDone>,
     events: Vec<Event>,
     io_threads: usize,
+    /// Leg reads and writes up to this many bytes are done on the mirror's thread when the leg
+    /// can do them without waiting for a device (`Dev::try_read_inline`, `try_write_inline`):
+    /// a memory copy costs less than the two thread hand-offs of a worker. They cannot stall
+    /// the other leg for longer than that copy; anything that might wait (a device read, a
+    /// write, FUA or flush to a disk file or a block device, discard, large I/O) still goes to
+    /// the leg's workers. DMIRROR_INLINE_IO=BYTES overrides it (0: never).
+    pub inline_max: usize,
     pub shutdown_done: bool,
     pub quiet: bool,
     /// Print every leg I/O and completion on stderr (DMIRROR_TRACE=1), for debugging.
@@ -245,6 +255,10 @@ impl UHost {
             immediate: Vec::new(),
             events: Vec::new(),
             io_threads,
+            inline_max: std::env::var("DMIRROR_INLINE_IO")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(INLINE_MAX),
             shutdown_done: false,
             quiet: false,
             trace: std::env::var_os("DMIRROR_TRACE").is_some_and(|v| v == "1"),
@@ -325,6 +339,58 @@ impl Host for UHost {
             self.fail_now(io.token, IoError::Gone);
             return;
         };
+        if len <= self.inline_max {
+            let dev = &leg.dev;
+            let done = match (io.op, io.buf) {
+                (LegOp::Read, BufRef::Parent { buf, offset }) => {
+                    self.parents.get_mut(&buf).and_then(|p| {
+                        let n = p.read_len;
+                        let r = p.read.get_or_insert_with(|| vec![0u8; n]);
+                        let o = offset as usize;
+                        r.get_mut(o..o + len)
+                            .and_then(|b| dev.try_read_inline(b, off))
+                    })
+                }
+                (LegOp::Read, BufRef::Resync { slot, offset }) => {
+                    let o = offset as usize;
+                    self.resync_bufs
+                        .get_mut(slot as usize)
+                        .and_then(|b| b.get_mut(o..o + len))
+                        .and_then(|b| dev.try_read_inline(b, off))
+                }
+                (LegOp::Write, BufRef::Parent { buf, offset }) => {
+                    let o = offset as usize;
+                    self.parents
+                        .get(&buf)
+                        .and_then(|p| p.write.as_ref())
+                        .and_then(|w| w.get(o..o + len))
+                        .and_then(|b| dev.try_write_inline(b, off, io.fua))
+                }
+                (LegOp::Write, BufRef::Resync { slot, offset }) => {
+                    let o = offset as usize;
+                    self.resync_bufs
+                        .get(slot as usize)
+                        .and_then(|b| b.get(o..o + len))
+                        .and_then(|b| dev.try_write_inline(b, off, io.fua))
+                }
+                (LegOp::Write, BufRef::Meta(m)) => m
+                    .get(..len)
+                    .and_then(|b| dev.try_write_inline(b, off, io.fua)),
+                (LegOp::Flush, _) => dev.try_flush_inline(),
+                _ => None,
+            };
+            if let Some(result) = done {
+                // Done on this thread: the completion is queued, never delivered from inside
+                // the core's call; `Engine::settle` hands it to `Mirror::leg_done` afterwards.
+                self.immediate.push(LegDone {
+                    token: io.token,
+                    result,
+                    data: None,
+                    target: Target::None,
+                });
+                return;
+            }
+        }
         let mut target = Target::None;
         let mut data = JobData::None;
         match io.op {

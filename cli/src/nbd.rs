@@ -62,7 +62,9 @@ const MAX_INFLIGHT_BYTES: u64 = 256 << 20;
 
 #[derive(Default)]
 struct Inflight {
-    state: std::sync::Mutex<(u64, u64, std::collections::HashMap<u64, u64>)>,
+    /// Requests, bytes, bytes per cookie, threads waiting on `cv` (so that a reply wakes no
+    /// one, and makes no futex call, when nobody waits: the common case).
+    state: std::sync::Mutex<(u64, u64, std::collections::HashMap<u64, u64>, u32)>,
     cv: std::sync::Condvar,
     /// The writer is gone: nothing will be released any more.
     closed: std::sync::atomic::AtomicBool,
@@ -76,10 +78,12 @@ impl Inflight {
             && (g.0 >= MAX_INFLIGHT || g.1 + bytes > MAX_INFLIGHT_BYTES)
             && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
         {
+            g.3 += 1;
             g = match self.cv.wait(g) {
                 Ok(g) => g,
                 Err(_) => return,
             };
+            g.3 -= 1;
         }
         g.0 += 1;
         g.1 += bytes;
@@ -90,10 +94,12 @@ impl Inflight {
     fn wait_idle(&self) {
         let Ok(mut g) = self.state.lock() else { return };
         while g.0 > 0 && !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            g.3 += 1;
             g = match self.cv.wait(g) {
                 Ok(g) => g,
                 Err(_) => return,
             };
+            g.3 -= 1;
         }
     }
 
@@ -108,7 +114,9 @@ impl Inflight {
         let bytes = g.2.remove(&cookie).unwrap_or(0);
         g.0 = g.0.saturating_sub(1);
         g.1 = g.1.saturating_sub(bytes);
-        self.cv.notify_all();
+        if g.3 > 0 {
+            self.cv.notify_all();
+        }
     }
 }
 
