@@ -102,6 +102,32 @@ pub fn check_journal(sim: &mut Sim) {
         return;
     };
     let gen = newest.sb.generation;
+    for (l, d) in disks.iter().enumerate() {
+        if let Some(d) = d {
+            let table: Vec<String> = (0..usize::from(d.sb.nlegs))
+                .map(|k| {
+                    let e = &d.sb.legs[k];
+                    format!(
+                        "{:?}{}@{}",
+                        e.state,
+                        if e.full { "(full)" } else { "" },
+                        e.checkpoint
+                    )
+                })
+                .collect();
+            sim.w.log(|| {
+                format!(
+                    "journal check: leg {l} superblock gen {} seq {} authoritative {} clean {} uuid {} table [{}]",
+                    d.sb.generation,
+                    d.sb.seq,
+                    d.sb.authoritative,
+                    d.sb.clean,
+                    String::from_utf8_lossy(&d.sb.leg_uuid()),
+                    table.join(", ")
+                )
+            });
+        }
+    }
     let insync: Vec<usize> = (0..n)
         .filter(|&l| {
             newest.sb.legs[l].state == DiskLegState::InSync
