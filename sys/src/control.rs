@@ -117,24 +117,23 @@ impl<'a> Mirror<'a> {
 
     /// Administratively fail a leg (it will need a full resync).
     pub fn fail_leg<H: Host>(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError> {
-        if leg >= self.cfg.legs {
-            return Err(ControlError::NoSuchLeg);
-        }
-        if !self.leg_state(leg).is_active() {
-            return Err(ControlError::WrongState);
-        }
-        if self.last_in_sync(leg) {
-            return Err(ControlError::LastLeg);
-        }
-        self.leg_failed(host, leg, IoError::Io);
-        self.pump(host);
-        Ok(())
+        self.take_out(host, leg, IoError::Io)
     }
 
     /// The host learned that a leg's device went away (a GEOM orphan, a detached disk): mark it
     /// missing now, rather than at its next I/O, so status is honest and writes from now on are
     /// tracked for its incremental return. The last in-sync leg stays (see `leg_failed`).
     pub fn leg_gone<H: Host>(&mut self, host: &mut H, leg: u8) -> Result<(), ControlError> {
+        self.take_out(host, leg, IoError::Gone)
+    }
+
+    /// A host's request to take an active leg out (failed for `Io`, missing for `Gone`).
+    fn take_out<H: Host>(
+        &mut self,
+        host: &mut H,
+        leg: u8,
+        why: IoError,
+    ) -> Result<(), ControlError> {
         if leg >= self.cfg.legs {
             return Err(ControlError::NoSuchLeg);
         }
@@ -144,7 +143,7 @@ impl<'a> Mirror<'a> {
         if self.last_in_sync(leg) {
             return Err(ControlError::LastLeg);
         }
-        self.leg_failed(host, leg, IoError::Gone);
+        self.leg_failed(host, leg, why);
         self.pump(host);
         Ok(())
     }
