@@ -225,6 +225,8 @@ kproc_trampoline(void *p)
 	mock_panic("kernel process returned instead of calling kproc_exit");
 }
 
+int kstack_pages = 4;
+
 int
 kproc_create(void (*fn)(void *), void *arg, struct proc **procp, int flags __unused,
     int pages __unused, const char *fmt __unused, ...)
@@ -952,12 +954,21 @@ gctl_get_param_flags(struct gctl_req *req, const char *param, int flags, int *le
 }
 
 void *
+gctl_get_param(struct gctl_req *req, const char *param, int *len)
+{
+	return (gctl_get_param_flags(req, param, GCTL_PARAM_RD, len));
+}
+
+void *
 gctl_get_paraml_opt(struct gctl_req *req, const char *param, int len)
 {
 	int l;
 	void *p = gctl_get_param_flags(req, param, GCTL_PARAM_RD, &l);
 
-	if (p != NULL && l != len) {
+	if (p == NULL)
+		l = -1;
+	/* As FreeBSD 15.0's: an absent parameter is reported as one of the wrong length. */
+	if (p == NULL || l != len) {
 		gctl_error(req, "Wrong length %s argument.", param);
 		return (NULL);
 	}

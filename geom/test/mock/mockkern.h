@@ -134,6 +134,7 @@ int kproc_create(void (*fn)(void *), void *arg, struct proc **procp, int flags, 
     const char *fmt, ...) __printflike(6, 7);
 void kproc_exit(int code) __dead2;
 extern volatile int mock_live_kprocs;
+extern int kstack_pages; /* the kernel's default stack pages (4 on amd64) */
 
 /* ---- callouts ---- */
 struct callout {
@@ -341,6 +342,7 @@ struct gctl_req {
 	int nerror;
 };
 void *gctl_get_param_flags(struct gctl_req *req, const char *param, int flags, int *len);
+void *gctl_get_param(struct gctl_req *req, const char *param, int *len);
 void *gctl_get_paraml(struct gctl_req *req, const char *param, int len);
 void *gctl_get_paraml_opt(struct gctl_req *req, const char *param, int len);
 const char *gctl_get_asciiparam(struct gctl_req *req, const char *param);

@@ -1,0 +1,928 @@
+/*
+ * dmtest.c - a freestanding FreeBSD/amd64 program, run as /sbin/init of a minimal guest, that
+ * exercises geom_dmirror.ko in a real FreeBSD kernel without any FreeBSD userland: it talks to
+ * the kernel with raw system calls (no libc) and drives GEOM through GEOM_CTL requests on
+ * /dev/geom.ctl, the way geom(8) does.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Build (tests/vm/run does this with --dmtest):
+ *   clang-19 --target=x86_64-unknown-freebsd15 -ffreestanding -fno-builtin -nostdlib -static \
+ *     -fno-pic -fno-stack-protector -mno-red-zone -O1 -fuse-ld=lld -Wl,-e,_start \
+ *     -o init tests/vm/dmtest.c
+ *
+ * The guest (see tests/vm/README.md): root on /dev/vtbd0 (a cd9660 image holding /sbin/init =
+ * this program, /geom_dmirror.ko and an empty /dev), legs on /dev/vtbd1 and /dev/vtbd2.
+ * Boot 1 (default): load the module, put gnop(4) providers on both disks, label a mirror on them
+ * and write, read, fail a leg, heal and rebuild it, pull a leg out and bring it back (taste
+ * rejoins it), remove and insert a leg, check both legs hold the same bytes after every step.
+ * Boot 2 (kernel environment dmtest.phase=2, same disks): load the module, check the mirror
+ * assembled itself by taste from its legs and holds every byte written in boot 1, stop it and
+ * unload the module.
+ *
+ * Output, for tests/vm/run's report: one "DMIRROR: pass NAME" or "DMIRROR: FAIL NAME: why" line
+ * per check, "DMIRROR-END 0|1" at the end of the last boot; then it reboots (qemu -no-reboot
+ * exits). Every fact used below (system call numbers, ioctl numbers, struct gctl_req layout) is
+ * FreeBSD's amd64 ABI: sys/kern/syscalls.master, sys/sys/disk.h, sys/geom/geom_ctl.h.
+ */
+
+typedef unsigned long size_t;
+typedef long ssize_t;
+typedef unsigned long uint64_t;
+typedef unsigned int uint32_t;
+typedef unsigned char uint8_t;
+
+/* System call numbers (syscalls.master). */
+#define SYS_exit 1
+#define SYS_read 3
+#define SYS_write 4
+#define SYS_open 5
+#define SYS_close 6
+#define SYS_sync 36
+#define SYS_ioctl 54
+#define SYS_reboot 55
+#define SYS_nanosleep 240
+#define SYS_kldload 304
+#define SYS_kldunload 305
+#define SYS_kenv 390
+#define SYS_pread 475
+#define SYS_pwrite 476
+#define SYS_sysctlbyname 570
+
+#define O_RDONLY 0
+#define O_RDWR 2
+#define RB_AUTOBOOT 0
+#define KENV_GET 0
+
+/* ioctls: _IOR('d', 129, off_t), _IO('d', 135), _IOW('G', GCTL_VERSION, struct gctl_req). */
+#define DIOCGMEDIASIZE 0x40086481UL
+#define DIOCGFLUSH 0x20006487UL
+#define GEOM_CTL 0x80404702UL
+#define GCTL_VERSION 2
+#define GCTL_PARAM_RD 1
+#define GCTL_PARAM_ASCII 4
+
+#define EBUSY 16
+
+struct gctl_req_arg {
+	uint32_t nlen;
+	char *name;
+	long offset;
+	int flag;
+	int len;
+	void *value;
+	void *kvalue;
+};
+
+struct gctl_req {
+	uint32_t version;
+	uint32_t serial;
+	uint32_t narg;
+	struct gctl_req_arg *arg;
+	uint32_t lerror;
+	char *error;
+	void *reqt;
+	int nerror;
+	void *serror;
+};
+
+_Static_assert(sizeof(struct gctl_req_arg) == 48, "gctl_req_arg layout");
+_Static_assert(sizeof(struct gctl_req) == 64, "gctl_req layout");
+
+struct timespec {
+	long tv_sec;
+	long tv_nsec;
+};
+
+/* --- system calls ---------------------------------------------------------------------------- */
+
+/* Returns the result, or -errno (the kernel sets the carry flag on error). */
+static long
+sc6(long n, long a1, long a2, long a3, long a4, long a5, long a6)
+{
+	register long r10 __asm__("r10") = a4;
+	register long r8 __asm__("r8") = a5;
+	register long r9 __asm__("r9") = a6;
+	long ret;
+	unsigned char cf;
+
+	__asm__ volatile("syscall; setc %1"
+	    : "=a"(ret), "=r"(cf), "+D"(a1), "+S"(a2), "+d"(a3), "+r"(r10), "+r"(r8), "+r"(r9)
+	    : "a"(n)
+	    : "rcx", "r11", "memory", "cc");
+	return (cf ? -ret : ret);
+}
+
+#define sc1(n, a) sc6(n, (long)(a), 0, 0, 0, 0, 0)
+#define sc2(n, a, b) sc6(n, (long)(a), (long)(b), 0, 0, 0, 0)
+#define sc3(n, a, b, c) sc6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define sc4(n, a, b, c, d) sc6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+
+/* The compiler may call these for struct copies and initialisers. */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+
+void *
+memset(void *d, int c, size_t n)
+{
+	uint8_t *p = d;
+
+	while (n-- > 0)
+		*p++ = (uint8_t)c;
+	return (d);
+}
+
+void *
+memcpy(void *d, const void *s, size_t n)
+{
+	uint8_t *p = d;
+	const uint8_t *q = s;
+
+	while (n-- > 0)
+		*p++ = *q++;
+	return (d);
+}
+
+int
+memcmp(const void *a, const void *b, size_t n)
+{
+	const uint8_t *p = a, *q = b;
+
+	for (; n > 0; n--, p++, q++)
+		if (*p != *q)
+			return (*p < *q ? -1 : 1);
+	return (0);
+}
+
+static size_t
+slen(const char *s)
+{
+	size_t n = 0;
+
+	while (s[n] != '\0')
+		n++;
+	return (n);
+}
+
+static int
+seq(const char *a, const char *b)
+{
+	return (slen(a) == slen(b) && memcmp(a, b, slen(a)) == 0);
+}
+
+/* --- console ---------------------------------------------------------------------------------- */
+
+static int con = -1;
+static char obuf[512];
+static size_t olen;
+
+static void
+flush_out(void)
+{
+	if (olen > 0 && con >= 0)
+		sc3(SYS_write, con, obuf, olen);
+	olen = 0;
+}
+
+static void
+puts_(const char *s)
+{
+	while (*s != '\0') {
+		if (olen == sizeof(obuf))
+			flush_out();
+		obuf[olen++] = *s;
+		if (*s == '\n')
+			flush_out();
+		s++;
+	}
+}
+
+static void
+putu(uint64_t v)
+{
+	char b[24];
+	int i = 23;
+
+	b[i] = '\0';
+	do {
+		b[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	puts_(&b[i]);
+}
+
+static void
+puti(long v)
+{
+	if (v < 0) {
+		puts_("-");
+		putu((uint64_t)-v);
+	} else {
+		putu((uint64_t)v);
+	}
+}
+
+static int failures;
+static int checks;
+
+static void
+pass(const char *name)
+{
+	checks++;
+	puts_("DMIRROR: pass ");
+	puts_(name);
+	puts_("\n");
+}
+
+/* FAIL line: name, then a reason and an optional number. */
+static void
+fail(const char *name, const char *why, long num)
+{
+	checks++;
+	failures++;
+	puts_("DMIRROR: FAIL ");
+	puts_(name);
+	puts_(": ");
+	puts_(why);
+	if (num != 0) {
+		puts_(" (");
+		puti(num);
+		puts_(")");
+	}
+	puts_("\n");
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	sc2(SYS_nanosleep, &ts, 0);
+}
+
+/* --- GEOM_CTL ---------------------------------------------------------------------------------- */
+
+#define MAXARGS 32
+static struct gctl_req_arg gargs[MAXARGS];
+static uint32_t gnarg;
+static char gerr[512];
+static int gints[MAXARGS];
+static long gnums[MAXARGS];
+
+static void
+g_begin(const char *class, const char *verb, uint32_t version)
+{
+	static uint32_t ver;
+
+	gnarg = 0;
+	ver = version;
+	memset(gargs, 0, sizeof(gargs));
+	gargs[gnarg++] = (struct gctl_req_arg){ .name = "class", .flag = GCTL_PARAM_RD | GCTL_PARAM_ASCII,
+		.value = (void *)class, .len = (int)slen(class) + 1 };
+	gargs[gnarg++] = (struct gctl_req_arg){ .name = "verb", .flag = GCTL_PARAM_RD | GCTL_PARAM_ASCII,
+		.value = (void *)verb, .len = (int)slen(verb) + 1 };
+	gargs[gnarg++] = (struct gctl_req_arg){ .name = "version", .flag = GCTL_PARAM_RD,
+		.value = &ver, .len = sizeof(ver) };
+}
+
+static void
+g_str(const char *name, const char *v)
+{
+	if (gnarg < MAXARGS)
+		gargs[gnarg++] = (struct gctl_req_arg){ .name = (char *)name,
+			.flag = GCTL_PARAM_RD | GCTL_PARAM_ASCII, .value = (void *)v,
+			.len = (int)slen(v) + 1 };
+}
+
+static void
+g_int(const char *name, int v)
+{
+	if (gnarg < MAXARGS) {
+		gints[gnarg] = v;
+		gargs[gnarg] = (struct gctl_req_arg){ .name = (char *)name, .flag = GCTL_PARAM_RD,
+			.value = &gints[gnarg], .len = sizeof(int) };
+		gnarg++;
+	}
+}
+
+static void
+g_num(const char *name, long v)
+{
+	if (gnarg < MAXARGS) {
+		gnums[gnarg] = v;
+		gargs[gnarg] = (struct gctl_req_arg){ .name = (char *)name, .flag = GCTL_PARAM_RD,
+			.value = &gnums[gnarg], .len = sizeof(long) };
+		gnarg++;
+	}
+}
+
+/* Positional arguments as geom(8) sends them: nargs, arg0..argN-1. */
+static void
+g_args(int n, const char *a0, const char *a1, const char *a2)
+{
+	static char names[3][8] = { "arg0", "arg1", "arg2" };
+	const char *v[3] = { a0, a1, a2 };
+	int i;
+
+	g_int("nargs", n);
+	for (i = 0; i < n && i < 3; i++)
+		g_str(names[i], v[i]);
+}
+
+/* Issue the request; 0 when the kernel reported no error (its text is in gerr). */
+static int
+g_issue(void)
+{
+	struct gctl_req req;
+	uint32_t i;
+	long fd, r;
+
+	for (i = 0; i < gnarg; i++)
+		gargs[i].nlen = (uint32_t)slen(gargs[i].name) + 1;
+	memset(&req, 0, sizeof(req));
+	memset(gerr, 0, sizeof(gerr));
+	req.version = GCTL_VERSION;
+	req.narg = gnarg;
+	req.arg = gargs;
+	req.lerror = sizeof(gerr);
+	req.error = gerr;
+	fd = sc2(SYS_open, "/dev/geom.ctl", O_RDONLY);
+	if (fd < 0) {
+		memcpy(gerr, "cannot open /dev/geom.ctl", 26);
+		return (-1);
+	}
+	r = sc3(SYS_ioctl, fd, GEOM_CTL, &req);
+	sc1(SYS_close, fd);
+	if (r < 0 && gerr[0] == '\0')
+		memcpy(gerr, "ioctl GEOM_CTL failed", 22);
+	return (r < 0 || gerr[0] != '\0' ? -1 : 0);
+}
+
+/* A request that must succeed: PASS/FAIL line named `what`. */
+static int
+g_must(const char *what)
+{
+	if (g_issue() != 0) {
+		fail(what, gerr, 0);
+		return (-1);
+	}
+	pass(what);
+	return (0);
+}
+
+/* --- kern.geom.confxml ------------------------------------------------------------------------ */
+
+static char xml[1 << 20];
+
+static int
+confxml(void)
+{
+	size_t len = sizeof(xml) - 1;
+	long r;
+
+	r = sc6(SYS_sysctlbyname, (long)"kern.geom.confxml", 17, (long)xml, (long)&len, 0, 0);
+	if (r < 0)
+		return (-1);
+	xml[len < sizeof(xml) ? len : sizeof(xml) - 1] = '\0';
+	return (0);
+}
+
+static const char *
+find(const char *hay, const char *needle)
+{
+	size_t n = slen(needle);
+
+	for (; *hay != '\0'; hay++)
+		if (memcmp(hay, needle, n) == 0)
+			return (hay);
+	return (0);
+}
+
+/* Copy the text between `open` (searched from p) and the next '<' into out. */
+static int
+xml_value(const char *p, const char *open, char *out, size_t outlen)
+{
+	const char *s;
+	size_t i = 0;
+
+	s = find(p, open);
+	if (s == 0)
+		return (-1);
+	s += slen(open);
+	while (s[i] != '<' && s[i] != '\0' && i + 1 < outlen) {
+		out[i] = s[i];
+		i++;
+	}
+	out[i] = '\0';
+	return (0);
+}
+
+static char mstate[64], slot0[96], slot1[96];
+
+/* State of mirror `name` and of its slots 0 and 1, from the class's dumpconf. */
+static int
+mirror_state(const char *name)
+{
+	char tag[64];
+	const char *p;
+
+	mstate[0] = slot0[0] = slot1[0] = '\0';
+	if (confxml() != 0)
+		return (-1);
+	memcpy(tag, "<Name>", 6);
+	memcpy(tag + 6, name, slen(name));
+	memcpy(tag + 6 + slen(name), "</Name>", 8);
+	p = find(xml, tag);
+	if (p == 0)
+		return (-1);
+	xml_value(p, "<State>", mstate, sizeof(mstate));
+	xml_value(p, "<Slot0>", slot0, sizeof(slot0));
+	xml_value(p, "<Slot1>", slot1, sizeof(slot1));
+	return (0);
+}
+
+static void
+show_state(const char *name)
+{
+	if (mirror_state(name) != 0) {
+		puts_("DMIRROR:     (no mirror in kern.geom.confxml)\n");
+		return;
+	}
+	puts_("DMIRROR:     state ");
+	puts_(mstate);
+	puts_(", slot 0: ");
+	puts_(slot0);
+	puts_(", slot 1: ");
+	puts_(slot1);
+	puts_("\n");
+}
+
+static int
+starts(const char *s, const char *prefix)
+{
+	return (memcmp(s, prefix, slen(prefix)) == 0);
+}
+
+/* Wait until the mirror's state is `want` (and, if given, slot 1 starts with `s1`). */
+static int
+wait_state(const char *name, const char *want, const char *s1, int secs)
+{
+	int i;
+
+	for (i = 0; i < secs * 10; i++) {
+		if (mirror_state(name) == 0 && seq(mstate, want) && (s1 == 0 || starts(slot1, s1)))
+			return (0);
+		sleep_ms(100);
+	}
+	return (-1);
+}
+
+/* --- data ------------------------------------------------------------------------------------ */
+
+#define MIB (1024L * 1024L)
+#define SECTOR 512
+static uint8_t wbuf[MIB], rbuf[MIB];
+
+/* Every 8 bytes of a pattern say which tag and which byte offset of the device they are. */
+static void
+pattern(uint8_t *b, long off, long len, uint64_t tag)
+{
+	uint64_t *w = (uint64_t *)b;
+	long i;
+
+	for (i = 0; i < len / 8; i++)
+		w[i] = (tag << 48) ^ (uint64_t)(off + i * 8) ^ 0x5a5a000000000000UL;
+}
+
+static int
+dev_open(const char *path, int flags)
+{
+	return ((int)sc2(SYS_open, path, flags));
+}
+
+/* Write `len` bytes of pattern `tag` at `off` of `path` and flush; 0 or -errno. */
+static long
+write_pattern(const char *path, long off, long len, uint64_t tag)
+{
+	long fd, r, done;
+
+	fd = dev_open(path, O_RDWR);
+	if (fd < 0)
+		return (fd);
+	for (done = 0; done < len; done += MIB) {
+		long n = len - done < MIB ? len - done : MIB;
+
+		pattern(wbuf, off + done, n, tag);
+		r = sc4(SYS_pwrite, fd, wbuf, n, off + done);
+		if (r != n) {
+			sc1(SYS_close, fd);
+			return (r < 0 ? r : -5);
+		}
+	}
+	r = sc3(SYS_ioctl, fd, DIOCGFLUSH, 0);
+	sc1(SYS_close, fd);
+	return (r < 0 ? r : 0);
+}
+
+/* 0 if `path` holds pattern `tag` at [off, off+len); -errno, or 1 on a mismatch. */
+static long
+check_pattern(const char *path, long off, long len, uint64_t tag)
+{
+	long fd, r, done;
+
+	fd = dev_open(path, O_RDONLY);
+	if (fd < 0)
+		return (fd);
+	for (done = 0; done < len; done += MIB) {
+		long n = len - done < MIB ? len - done : MIB;
+
+		r = sc4(SYS_pread, fd, rbuf, n, off + done);
+		if (r != n) {
+			sc1(SYS_close, fd);
+			return (r < 0 ? r : -5);
+		}
+		pattern(wbuf, off + done, n, tag);
+		if (memcmp(wbuf, rbuf, (size_t)n) != 0) {
+			sc1(SYS_close, fd);
+			return (1);
+		}
+	}
+	sc1(SYS_close, fd);
+	return (0);
+}
+
+static void
+expect_data(const char *what, const char *path, long off, long len, uint64_t tag)
+{
+	long r = check_pattern(path, off, len, tag);
+
+	if (r == 0)
+		pass(what);
+	else if (r == 1)
+		fail(what, "the data read back differs from what was written", 0);
+	else
+		fail(what, "read error, errno", -r);
+}
+
+static long
+mediasize(const char *path)
+{
+	long fd, sz = 0, r;
+
+	fd = dev_open(path, O_RDONLY);
+	if (fd < 0)
+		return (fd);
+	r = sc3(SYS_ioctl, fd, DIOCGMEDIASIZE, &sz);
+	sc1(SYS_close, fd);
+	return (r < 0 ? r : sz);
+}
+
+/* Wait for a device node to open. */
+static int
+wait_dev(const char *path, int secs)
+{
+	int i;
+	long fd;
+
+	for (i = 0; i < secs * 10; i++) {
+		fd = dev_open(path, O_RDONLY);
+		if (fd >= 0) {
+			sc1(SYS_close, fd);
+			return (0);
+		}
+		sleep_ms(100);
+	}
+	return (-1);
+}
+
+/* --- the checks -------------------------------------------------------------------------------- */
+
+#define NAME "t"
+#define MDEV "/dev/dmirror/t"
+#define DMVER 1  /* G_DMIRROR_VERSION (geom/g_dmirror.h) */
+#define NOPVER 4 /* G_NOP_VERSION (sys/geom/nop/g_nop.h) */
+
+/* Regions written in boot 1 and checked in both boots: offset, length, tag. */
+#define A_OFF 0L
+#define A_LEN MIB
+#define B_OFF (4 * MIB)
+#define B_LEN MIB
+#define C_OFF (8 * MIB)
+#define C_LEN (2 * MIB)
+#define D_OFF (12 * MIB)
+#define D_LEN MIB
+
+static long mirror_size;
+
+/* gnop verbs with every option geom(8)'s nop library sends (g_nop.c wants them all). */
+static void
+nop_opts(long failprob)
+{
+	g_num("count_until_fail", -1);
+	g_num("delaymsec", -1);
+	g_num("error", -1);
+	g_num("rdelayprob", -1);
+	g_num("rfailprob", failprob);
+	g_num("wfailprob", failprob);
+	g_num("wdelayprob", -1);
+}
+
+static void
+nop_create(int n, const char *p0, const char *p1)
+{
+	g_begin("NOP", "create", NOPVER);
+	g_args(n, p0, p1, 0);
+	nop_opts(-1);
+	g_num("offset", 0);
+	g_num("stripesize", 0);
+	g_num("stripeoffset", 0);
+	g_num("size", 0);
+	g_num("secsize", 0);
+	g_str("physpath", "\255"); /* G_NOP_PHYSPATH_PASSTHROUGH */
+}
+
+static void
+nop_config(const char *prov, long failprob)
+{
+	g_begin("NOP", "configure", NOPVER);
+	g_args(1, prov, 0, 0);
+	nop_opts(failprob);
+}
+
+static void
+both_legs(const char *what, const char *l0, const char *l1, long off, long len, uint64_t tag)
+{
+	char name[96];
+	size_t n = slen(what);
+
+	memcpy(name, what, n);
+	memcpy(name + n, " (leg 0)", 9);
+	expect_data(name, l0, off, len, tag);
+	memcpy(name + n, " (leg 1)", 9);
+	expect_data(name, l1, off, len, tag);
+}
+
+static void
+phase1(void)
+{
+	long r, sz;
+
+	/* Bad input is refused with a clear error and changes nothing. */
+	g_begin("DMIRROR", "label", DMVER);
+	g_args(3, NAME, "vtbd1", "vtbd1");
+	if (g_issue() == 0)
+		fail("label refuses a provider given twice", "accepted", 0);
+	else {
+		puts_("DMIRROR:     kernel said: ");
+		puts_(gerr);
+		puts_("\n");
+		pass("label refuses a provider given twice");
+	}
+	g_begin("DMIRROR", "label", DMVER);
+	g_args(3, NAME, "vtbd1", "nosuchdisk");
+	if (g_issue() == 0)
+		fail("label refuses a provider that does not exist", "accepted", 0);
+	else
+		pass("label refuses a provider that does not exist");
+	if (mirror_state(NAME) == 0)
+		fail("refused labels leave no mirror behind", mstate, 0);
+	else
+		pass("refused labels leave no mirror behind");
+
+	/* gnop(4) between the disks and the mirror lets us fail and pull a leg. */
+	nop_create(2, "vtbd1", "vtbd2");
+	if (g_must("gnop create vtbd1.nop vtbd2.nop") != 0)
+		return;
+
+	g_begin("DMIRROR", "label", DMVER);
+	g_args(3, NAME, "vtbd1.nop", "vtbd2.nop");
+	/* As geom(8) sends it: every option, with its default. */
+	g_int("verbose", 1);
+	g_str("balance", "");
+	g_int("nosync", 0);
+	g_num("regionsize", 0);
+	g_num("slots", 0);
+	if (g_must("label t vtbd1.nop vtbd2.nop") != 0)
+		return;
+	if (wait_dev(MDEV, 10) != 0) {
+		fail("/dev/dmirror/t appears", "no device after 10 s", 0);
+		return;
+	}
+	pass("/dev/dmirror/t appears");
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("initial synchronisation completes");
+	else
+		fail("initial synchronisation completes", mstate, 0);
+	show_state(NAME);
+
+	sz = mediasize(MDEV);
+	mirror_size = sz;
+	if (sz > 16 * MIB && sz < mediasize("/dev/vtbd1"))
+		pass("mirror size: smaller than a leg (metadata at the end), room for the test");
+	else
+		fail("mirror size", "unexpected size", sz);
+
+	r = write_pattern(MDEV, A_OFF, A_LEN, 0xA);
+	if (r == 0)
+		pass("write 1 MiB at 0 and flush");
+	else
+		fail("write 1 MiB at 0 and flush", "errno", -r);
+	r = write_pattern(MDEV, sz - 64 * 1024, 64 * 1024, 0xE);
+	if (r == 0)
+		pass("write the last 64 KiB");
+	else
+		fail("write the last 64 KiB", "errno", -r);
+	expect_data("read back through the mirror", MDEV, A_OFF, A_LEN, 0xA);
+	expect_data("read back the last 64 KiB", MDEV, sz - 64 * 1024, 64 * 1024, 0xE);
+	both_legs("same bytes on both legs", "/dev/vtbd1.nop", "/dev/vtbd2.nop", A_OFF, A_LEN, 0xA);
+	both_legs("last 64 KiB on both legs", "/dev/vtbd1.nop", "/dev/vtbd2.nop", sz - 64 * 1024,
+	    64 * 1024, 0xE);
+
+	/* Leg failure: every I/O to leg 1 fails; writes still succeed on leg 0. */
+	nop_config("vtbd2.nop", 100);
+	if (g_must("gnop: fail every I/O of vtbd2.nop") != 0)
+		return;
+	r = write_pattern(MDEV, B_OFF, B_LEN, 0xB);
+	if (r == 0)
+		pass("write with a failing leg succeeds");
+	else
+		fail("write with a failing leg succeeds", "errno", -r);
+	if (wait_state(NAME, "DEGRADED", "FAILED", 10) == 0)
+		pass("the failing leg is marked FAILED, the mirror DEGRADED");
+	else
+		fail("the failing leg is marked FAILED, the mirror DEGRADED", mstate, 0);
+	show_state(NAME);
+	expect_data("read with a failed leg", MDEV, B_OFF, B_LEN, 0xB);
+	expect_data("earlier data still readable", MDEV, A_OFF, A_LEN, 0xA);
+
+	/* Heal the device and rebuild the leg. */
+	nop_config("vtbd2.nop", 0);
+	g_must("gnop: heal vtbd2.nop");
+	g_begin("DMIRROR", "rebuild", DMVER);
+	g_args(2, NAME, "vtbd2.nop", 0);
+	g_must("rebuild t vtbd2.nop");
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("rebuild completes");
+	else
+		fail("rebuild completes", mstate, 0);
+	show_state(NAME);
+	both_legs("data written while degraded is on both legs after rebuild", "/dev/vtbd1.nop",
+	    "/dev/vtbd2.nop", B_OFF, B_LEN, 0xB);
+
+	/* A leg vanishes (its provider is destroyed) and comes back: taste rejoins it. */
+	g_begin("NOP", "destroy", NOPVER);
+	g_args(1, "vtbd2.nop", 0, 0);
+	g_int("force", 1);
+	g_must("gnop destroy -f vtbd2.nop (the leg vanishes)");
+	if (wait_state(NAME, "DEGRADED", "MISSING", 10) == 0)
+		pass("the vanished leg is MISSING");
+	else
+		fail("the vanished leg is MISSING", slot1, 0);
+	show_state(NAME);
+	r = write_pattern(MDEV, C_OFF, C_LEN, 0xC);
+	if (r == 0)
+		pass("write while a leg is missing");
+	else
+		fail("write while a leg is missing", "errno", -r);
+	nop_create(1, "vtbd2", 0);
+	g_must("gnop create vtbd2.nop (the leg returns)");
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("the returning leg is tasted, rejoined and resynchronised");
+	else
+		fail("the returning leg is tasted, rejoined and resynchronised", slot1, 0);
+	show_state(NAME);
+	both_legs("data written while missing is on both legs", "/dev/vtbd1.nop", "/dev/vtbd2.nop",
+	    C_OFF, C_LEN, 0xC);
+
+	/* remove + insert. */
+	g_begin("DMIRROR", "remove", DMVER);
+	g_args(2, NAME, "vtbd2.nop", 0);
+	g_must("remove t vtbd2.nop");
+	show_state(NAME);
+	r = write_pattern(MDEV, D_OFF, D_LEN, 0xD);
+	if (r == 0)
+		pass("write after remove");
+	else
+		fail("write after remove", "errno", -r);
+	g_begin("DMIRROR", "insert", DMVER);
+	g_args(2, NAME, "vtbd2.nop", 0);
+	g_must("insert t vtbd2.nop");
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("the inserted leg is rebuilt");
+	else
+		fail("the inserted leg is rebuilt", slot1, 0);
+	show_state(NAME);
+	both_legs("all data on both legs after insert", "/dev/vtbd1.nop", "/dev/vtbd2.nop", D_OFF,
+	    D_LEN, 0xD);
+	both_legs("first region on both legs after insert", "/dev/vtbd1.nop", "/dev/vtbd2.nop",
+	    A_OFF, A_LEN, 0xA);
+
+	/* The module must not unload while a mirror is open. */
+	{
+		long fd = dev_open(MDEV, O_RDONLY);
+
+		r = sc1(SYS_kldunload, 2);
+		if (r == -EBUSY || (r < 0 && fd >= 0))
+			pass("kldunload is refused while a mirror is open");
+		else
+			fail("kldunload is refused while a mirror is open", "result", r);
+		if (fd >= 0)
+			sc1(SYS_close, fd);
+	}
+	sc1(SYS_sync, 0);
+}
+
+static void
+phase2(void)
+{
+	long r;
+
+	if (wait_dev(MDEV, 20) == 0)
+		pass("boot 2: the mirror assembled itself by taste");
+	else {
+		fail("boot 2: the mirror assembled itself by taste", "no /dev/dmirror/t", 0);
+		return;
+	}
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("boot 2: both legs IN_SYNC");
+	else
+		fail("boot 2: both legs IN_SYNC", mstate, 0);
+	show_state(NAME);
+	expect_data("boot 2: region A", MDEV, A_OFF, A_LEN, 0xA);
+	expect_data("boot 2: region B (written while a leg failed)", MDEV, B_OFF, B_LEN, 0xB);
+	expect_data("boot 2: region C (written while a leg was missing)", MDEV, C_OFF, C_LEN, 0xC);
+	expect_data("boot 2: region D (written before insert)", MDEV, D_OFF, D_LEN, 0xD);
+	mirror_size = mediasize(MDEV);
+	if (mirror_size > 0)
+		expect_data("boot 2: last 64 KiB", MDEV, mirror_size - 64 * 1024, 64 * 1024, 0xE);
+	both_legs("boot 2: legs agree", "/dev/vtbd1", "/dev/vtbd2", C_OFF, C_LEN, 0xC);
+
+	g_begin("DMIRROR", "stop", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_must("stop t");
+	if (wait_dev(MDEV, 0) != 0 && mirror_state(NAME) != 0)
+		pass("the stopped mirror is gone");
+	else
+		fail("the stopped mirror is gone", "still there", 0);
+	r = sc1(SYS_kldunload, 2);
+	if (r == 0)
+		pass("kldunload geom_dmirror.ko");
+	else
+		fail("kldunload geom_dmirror.ko", "errno", -r);
+}
+
+void start_c(void);
+
+void
+start_c(void)
+{
+	char phase[16];
+	long r, fileid;
+
+	con = dev_open("/dev/console", O_RDWR);
+	memset(phase, 0, sizeof(phase));
+	r = sc4(SYS_kenv, KENV_GET, "dmtest.phase", phase, sizeof(phase));
+	puts_("DMIRROR-BEGIN dmtest boot ");
+	puts_(r > 0 ? phase : "1");
+	puts_("\n");
+
+	fileid = sc1(SYS_kldload, "/geom_dmirror.ko");
+	if (fileid > 0) {
+		pass(r > 0 ? "boot 2: kldload /geom_dmirror.ko" : "kldload /geom_dmirror.ko");
+		if (fileid != 2) {
+			puts_("DMIRROR:     note: file id ");
+			puti(fileid);
+			puts_("\n");
+		}
+		if (r > 0 && seq(phase, "2"))
+			phase2();
+		else
+			phase1();
+	} else {
+		fail("kldload /geom_dmirror.ko", "errno", -fileid);
+	}
+	if (r > 0 && seq(phase, "2")) {
+		puts_("DMIRROR: ");
+		putu((uint64_t)checks);
+		puts_(" checks, ");
+		putu((uint64_t)failures);
+		puts_(" failed (boot 2)\n");
+	}
+	puts_(failures == 0 ? "DMIRROR-BOOT-OK\n" : "DMIRROR-BOOT-FAILED\n");
+	if (r > 0 && seq(phase, "2"))
+		puts_(failures == 0 ? "DMIRROR-END 0\n" : "DMIRROR-END 1\n");
+	flush_out();
+	sc1(SYS_sync, 0);
+	sleep_ms(500);
+	sc1(SYS_reboot, RB_AUTOBOOT);
+	for (;;)
+		sleep_ms(1000);
+}
+
+/* The kernel enters with %rsp at argc; align it and call into C. */
+__asm__(".text\n.globl _start\n_start:\n\tandq $-16, %rsp\n\tcall start_c\n\thlt\n");
+
+/* The ABI note that brands the binary as FreeBSD's (NT_FREEBSD_ABI_TAG, __FreeBSD_version). */
+__asm__(".section .note.tag,\"a\",@note\n.p2align 2\n"
+	".long 8\n.long 4\n.long 1\n.asciz \"FreeBSD\"\n.long 1500068\n.text\n");
