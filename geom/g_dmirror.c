@@ -1719,6 +1719,45 @@ g_dmirror_take_stop(struct g_dmirror_softc *sc)
 	return (NULL);
 }
 
+/* Detach and destroy a leg's consumer from a GEOM event; see g_dmirror_close_leg(). */
+static void
+g_dmirror_destroy_consumer_ev(void *arg, int flag)
+{
+	struct g_consumer *cp = arg;
+
+	g_topology_assert();
+	if (flag == EV_CANCEL)
+		return;
+	g_detach(cp);
+	g_destroy_consumer(cp);
+}
+
+/*
+ * Close and destroy a leg's consumer when the mirror stops. Closing the last writer of a
+ * provider makes GEOM post a retaste of it (g_access()), and that retaste skips a class only
+ * while the class still has a consumer attached to the provider. Destroyed at once, the
+ * consumer is gone when the retaste runs: the class tastes its own legs and assembles the
+ * mirror again right after `stop` (seen in a real FreeBSD 15 kernel, tests/vm/README.md). So a
+ * consumer that held the provider's last write access is detached by an event queued behind
+ * that retaste.
+ */
+static void
+g_dmirror_close_leg(struct g_consumer *cp)
+{
+	struct g_provider *pp = cp->provider;
+	int later;
+
+	g_topology_assert();
+	later = pp != NULL && cp->acw > 0 && pp->acw == cp->acw && pp->error == 0 &&
+	    (pp->geom->flags & G_GEOM_WITHER) == 0;
+	if (cp->acr != 0 || cp->acw != 0 || cp->ace != 0)
+		g_access(cp, -cp->acr, -cp->acw, -cp->ace);
+	if (later && g_post_event(g_dmirror_destroy_consumer_ev, cp, M_WAITOK, cp, NULL) == 0)
+		return;
+	g_detach(cp);
+	g_destroy_consumer(cp);
+}
+
 /* Assemble from the candidates found by taste (worker). */
 static int
 g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
@@ -1809,10 +1848,7 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 			printf("GEOM_DMIRROR: %s: %s is not used\n", sc->sc_name,
 			    c->cp->provider->name);
 			c->cp->private = NULL;
-			if (c->cp->acr != 0 || c->cp->acw != 0 || c->cp->ace != 0)
-				g_access(c->cp, -c->cp->acr, -c->cp->acw, -c->cp->ace);
-			g_detach(c->cp);
-			g_destroy_consumer(c->cp);
+			g_dmirror_close_leg(c->cp);
 		}
 		free(c->slot0, M_DMIRROR);
 		free(c->slot1, M_DMIRROR);
@@ -1940,20 +1976,14 @@ g_dmirror_teardown(struct g_dmirror_softc *sc, int error, const char *msg)
 		if (cp == NULL)
 			continue;
 		cp->private = NULL;
-		if (cp->acr != 0 || cp->acw != 0 || cp->ace != 0)
-			g_access(cp, -cp->acr, -cp->acw, -cp->ace);
-		g_detach(cp);
-		g_destroy_consumer(cp);
+		g_dmirror_close_leg(cp);
 		sc->sc_legs[k].cp = NULL;
 	}
 	while ((c = TAILQ_FIRST(&sc->sc_cands)) != NULL) {
 		TAILQ_REMOVE(&sc->sc_cands, c, link);
 		if (c->cp != NULL) {
 			c->cp->private = NULL;
-			if (c->cp->acr != 0 || c->cp->acw != 0 || c->cp->ace != 0)
-				g_access(c->cp, -c->cp->acr, -c->cp->acw, -c->cp->ace);
-			g_detach(c->cp);
-			g_destroy_consumer(c->cp);
+			g_dmirror_close_leg(c->cp);
 		}
 		free(c->slot0, M_DMIRROR);
 		free(c->slot1, M_DMIRROR);

@@ -116,6 +116,8 @@ ctl_run(struct ctl *c)
 
 	g_topology_lock();
 	g_dmirror_class.ctlreq(&c->req, &g_dmirror_class, verb);
+	/* What GEOM's event thread does next: retastes queued by closes, posted events. */
+	mock_run_events();
 	g_topology_unlock();
 	return (c->req.nerror ? c->req.error : "");
 }
@@ -719,6 +721,9 @@ main(void)
 	mock_wash();
 	check(LIST_EMPTY(&g_dmirror_class.geom), "no dmirror geom left");
 	g_topology_unlock();
+	/* The helper reports "stopped" to fini just before kproc_exit(): give it that moment. */
+	for (int i = 0; i < 100 && mock_live_kprocs > 0; i++)
+		usleep(10000);
 	check(mock_live_kprocs == 0, "no worker thread left");
 	check(allocs("dmirror_data") == 0, "every dmirror allocation freed (%ld left)",
 	    allocs("dmirror_data"));
