@@ -63,6 +63,7 @@ typedef unsigned char uint8_t;
 #define GCTL_PARAM_ASCII 4
 
 #define EBUSY 16
+#define TIOCDRAIN 0x2000745eUL /* _IO('t', 94) */
 
 struct gctl_req_arg {
 	uint32_t nlen;
@@ -180,8 +181,11 @@ static size_t olen;
 static void
 flush_out(void)
 {
-	if (olen > 0 && con >= 0)
+	if (olen > 0 && con >= 0) {
 		sc3(SYS_write, con, obuf, olen);
+		/* Wait until the line is out: the kernel's printf does not queue behind it. */
+		sc3(SYS_ioctl, con, TIOCDRAIN, 0);
+	}
 	olen = 0;
 }
 
@@ -226,10 +230,24 @@ puti(long v)
 static int failures;
 static int checks;
 
+/*
+ * The kernel prints GEOM's messages on the same console, possibly in the middle of a line
+ * written here (the tty writes a line in pieces). Most come right after the request that
+ * caused them: give them a moment before each result line.
+ */
+static void sleep_ms(long ms);
+
+static void
+line_start(void)
+{
+	sleep_ms(30);
+}
+
 static void
 pass(const char *name)
 {
 	checks++;
+	line_start();
 	puts_("DMIRROR: pass ");
 	puts_(name);
 	puts_("\n");
@@ -241,6 +259,7 @@ fail(const char *name, const char *why, long num)
 {
 	checks++;
 	failures++;
+	line_start();
 	puts_("DMIRROR: FAIL ");
 	puts_(name);
 	puts_(": ");
@@ -904,7 +923,8 @@ start_c(void)
 
 	fileid = sc1(SYS_kldload, "/geom_dmirror.ko");
 	if (fileid > 0) {
-		pass(r > 0 ? "boot 2: kldload /geom_dmirror.ko" : "kldload /geom_dmirror.ko");
+		pass(r > 0 && seq(phase, "2") ? "boot 2: kldload /geom_dmirror.ko" :
+		    "kldload /geom_dmirror.ko");
 		if (fileid != 2) {
 			puts_("DMIRROR:     note: file id ");
 			puti(fileid);
@@ -925,8 +945,10 @@ start_c(void)
 		puts_(" failed (boot 2)\n");
 	}
 	puts_(failures == 0 ? "DMIRROR-BOOT-OK\n" : "DMIRROR-BOOT-FAILED\n");
-	if (r > 0 && seq(phase, "2"))
+	if (r > 0 && seq(phase, "2")) {
+		line_start();
 		puts_(failures == 0 ? "DMIRROR-END 0\n" : "DMIRROR-END 1\n");
+	}
 	flush_out();
 	sc1(SYS_sync, 0);
 	sleep_ms(500);
