@@ -180,7 +180,7 @@ struct g_dmirror_req {
 	int done;                   /* g_dmirror_reqmtx */
 	int error;
 	int count;
-	char msg[160];
+	char msg[384];
 	TAILQ_ENTRY(g_dmirror_req) link;
 };
 
@@ -1454,6 +1454,8 @@ g_dmirror_submit_pending(struct g_dmirror_softc *sc)
 
 /* ---- control requests, in the worker ---- */
 
+static void g_dmirror_close_leg(struct g_consumer *cp);
+
 /* Returns EAGAIN to be retried on the next loop (sc_cur), else the result. */
 static int
 g_dmirror_req_run(struct g_dmirror_softc *sc, struct g_dmirror_req *r)
@@ -1468,6 +1470,20 @@ g_dmirror_req_run(struct g_dmirror_softc *sc, struct g_dmirror_req *r)
 	case DM_REQ_ATTACH:
 		if (leg == NULL)
 			return (EINVAL);
+		if (r->stage == 0 && r->incremental &&
+		    g_dmirror_core_legstate(sc, r->leg) == DMIRROR_LEG_FAILED) {
+			/*
+			 * Taste found the device of a leg that failed (I/O errors) and then went
+			 * away: it is not taken back by itself, only by `rebuild` or `insert` (a
+			 * failed leg never rejoins on its own; tests/scenarios/read-errors.sh). Seen
+			 * in a real kernel: it rejoined at once.
+			 */
+			snprintf(r->msg, sizeof(r->msg), "%s: %s is leg %u, which failed: not taken "
+			    "back (geom dmirror rebuild %s %s gives it back)", sc->sc_name,
+			    r->cp->provider->name, r->leg, sc->sc_name, r->cp->provider->name);
+			rc = EPERM;
+			goto attach_undo;
+		}
 		if (r->stage == 0) {
 			if (leg->cp != NULL && leg->cp != r->cp) {
 				/* The old device of this slot went away and is being let go. */
@@ -1509,12 +1525,10 @@ g_dmirror_req_run(struct g_dmirror_softc *sc, struct g_dmirror_req *r)
 		leg->detach = 1;
 		return (rc);
 attach_undo:
+		/* Not closed plainly: the retaste that follows would bring it right back here. */
 		g_topology_lock();
 		r->cp->private = NULL;
-		if (r->cp->acr != 0 || r->cp->acw != 0 || r->cp->ace != 0)
-			g_access(r->cp, -r->cp->acr, -r->cp->acw, -r->cp->ace);
-		g_detach(r->cp);
-		g_destroy_consumer(r->cp);
+		g_dmirror_close_leg(r->cp);
 		g_topology_unlock();
 		return (rc);
 	case DM_REQ_REMOVE:
@@ -1768,7 +1782,7 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 	struct g_dmirror_leg *leg;
 	struct dmirror_why why;
 	struct g_dmirror_req *stop = NULL;
-	char amsg[128];
+	char amsg[256];
 	u_int n, k;
 	int error;
 
@@ -1821,9 +1835,14 @@ g_dmirror_assemble(struct g_dmirror_softc *sc, char *msg, size_t msglen)
 	    dmirror_assemble(reads, n, NULL, as, &why, amsg, sizeof(amsg));
 	if (error != 0) {
 		g_topology_unlock();
-		snprintf(msg, msglen, "%s: cannot assemble from %u device(s): %s (%s%s%s)",
-		    sc->sc_name, n, g_dmirror_errstr(error), dmirror_why_str(why.code),
-		    amsg[0] != '\0' ? ": " : "", amsg);
+		/* The core's own text says it all when it gives no reason code (split brain). */
+		if (why.code == DMIRROR_WHY_NONE && amsg[0] != '\0')
+			snprintf(msg, msglen, "%s: cannot assemble from %u device(s): %s (%s)",
+			    sc->sc_name, n, g_dmirror_errstr(error), amsg);
+		else
+			snprintf(msg, msglen, "%s: cannot assemble from %u device(s): %s (%s%s%s)",
+			    sc->sc_name, n, g_dmirror_errstr(error), dmirror_why_str(why.code),
+			    amsg[0] != '\0' ? ": " : "", amsg);
 		goto out;
 	}
 	sc->sc_generation = as->init.generation;
@@ -2019,7 +2038,7 @@ g_dmirror_worker(void *arg)
 	struct bio_queue_head done;
 	struct g_dmirror_req *r;
 	struct bio *bp;
-	char msg[160];
+	char msg[384]; /* room for the core's longest explanation (a split brain's) */
 	int error, tick, rc;
 
 	thread_lock(curthread);

@@ -713,6 +713,54 @@ main(void)
 		check(strstr(err, "out of sync") != NULL, "a request of another version refused");
 	}
 
+	/*
+	 * A leg that failed (I/O errors) and then went away is not taken back when its device is
+	 * tasted again: only rebuild/insert give it back (found in a real FreeBSD kernel, where
+	 * it rejoined at once).
+	 */
+	{
+		struct mock_disk *d5 = mock_disk_create("md5", DISK_BYTES, SS);
+		struct mock_disk *d6 = mock_disk_create("md6", DISK_BYTES, SS);
+		struct mock_disk *d7;
+		struct g_provider *p5;
+
+		err = ctl_simple("label", "m5", "md5", "md6");
+		check(err[0] == '\0' && wait_xml("m5", "<State>COMPLETE</State>", 20000),
+		    "label m5 md5 md6, in sync: \"%s\"", err);
+		p5 = mirror_provider("m5");
+		if (p5 != NULL) {
+			msize = p5->mediasize;
+			memcpy(model, d5->mem, (size_t)msize);
+			d6->fail_eio = 1;
+			check(random_writes(p5, 10) == 0 &&
+			    wait_xml("m5", "<Slot1>FAILED md6</Slot1>", 10000),
+			    "writes succeed, md6 FAILED");
+			d6->fail_eio = 0;
+			mock_disk_orphan(d6);
+			check(wait_xml("m5", "<Slot1>FAILED -</Slot1>", 10000),
+			    "md6 gone: its slot stays FAILED");
+			/* The same device back (its contents, under another name). */
+			d7 = mock_disk_create("md7", DISK_BYTES, SS);
+			memcpy(d7->mem, d6->mem, DISK_BYTES);
+			g_topology_lock();
+			(void)g_dmirror_class.taste(&g_dmirror_class, d7->pp, 0);
+			mock_run_events();
+			g_topology_unlock();
+			usleep(500000);
+			check(wait_xml("m5", "<Slot1>FAILED -</Slot1>", 2000),
+			    "the failed leg's device tasted again: not taken back");
+			g_topology_lock();
+			mock_run_events();
+			check(LIST_EMPTY(&d7->pp->consumers), "nothing of dmirror stays attached to it");
+			g_topology_unlock();
+			err = ctl_simple("insert", "m5", "md7", NULL);
+			check(err[0] == '\0' && wait_xml("m5", "<State>COMPLETE</State>", 20000) &&
+			    disk_matches(d7), "insert gives it back, rebuilt in full: \"%s\"", err);
+			err = ctl_simple("stop", "m5", NULL, NULL);
+			check(err[0] == '\0', "stop m5: \"%s\"", err);
+		}
+	}
+
 	/* everything released */
 	for (int i = 0; i < 1000 && mock_live_kprocs > 1; i++)
 		usleep(10000);

@@ -438,6 +438,7 @@ xml_value(const char *p, const char *open, char *out, size_t outlen)
 }
 
 static char mstate[64], slot0[96], slot1[96];
+static long repairs;
 
 /* State of mirror `name` and of its slots 0 and 1, from the class's dumpconf. */
 static int
@@ -458,6 +459,15 @@ mirror_state(const char *name)
 	xml_value(p, "<State>", mstate, sizeof(mstate));
 	xml_value(p, "<Slot0>", slot0, sizeof(slot0));
 	xml_value(p, "<Slot1>", slot1, sizeof(slot1));
+	{
+		char num[24];
+		int i;
+
+		repairs = 0;
+		if (xml_value(p, "<Repairs>", num, sizeof(num)) == 0)
+			for (i = 0; num[i] >= '0' && num[i] <= '9'; i++)
+				repairs = repairs * 10 + (num[i] - '0');
+	}
 	return (0);
 }
 
@@ -615,6 +625,23 @@ wait_dev(const char *path, int secs)
 	return (-1);
 }
 
+/* Wait for a device node to go away (a destroyed gnop lingers until its users let go). */
+static int
+wait_gone(const char *path, int secs)
+{
+	int i;
+	long fd;
+
+	for (i = 0; i < secs * 10; i++) {
+		fd = dev_open(path, O_RDONLY);
+		if (fd < 0)
+			return (0);
+		sc1(SYS_close, fd);
+		sleep_ms(100);
+	}
+	return (-1);
+}
+
 /* --- the checks -------------------------------------------------------------------------------- */
 
 #define NAME "t"
@@ -631,6 +658,11 @@ wait_dev(const char *path, int secs)
 #define C_LEN (2 * MIB)
 #define D_OFF (12 * MIB)
 #define D_LEN MIB
+#define R_OFF (20 * MIB)
+#define R_LEN MIB
+#define S0_OFF (24 * MIB) /* split brain: written with leg 0 alone */
+#define S1_OFF (28 * MIB) /* split brain: written with leg 1 alone */
+#define S_LEN MIB
 
 static long mirror_size;
 
@@ -674,6 +706,66 @@ nop_config(const char *prov, long failprob)
 	g_begin("NOP", "configure", NOPVER);
 	g_args(1, prov, 0, 0);
 	nop_opts(failprob);
+}
+
+/* Only reads fail (rfailprob), writes work. */
+static void
+nop_config_reads(const char *prov, long rfail)
+{
+	g_begin("NOP", "configure", NOPVER);
+	g_args(1, prov, 0, 0);
+	g_num("count_until_fail", -1);
+	g_num("delaymsec", -1);
+	g_num("error", -1);
+	g_num("rdelayprob", -1);
+	g_num("rfailprob", rfail);
+	g_num("wfailprob", 0);
+	g_num("wdelayprob", -1);
+}
+
+static void
+nop_destroy(const char *prov)
+{
+	g_begin("NOP", "destroy", NOPVER);
+	g_args(1, prov, 0, 0);
+	g_int("force", 1);
+}
+
+static void
+dm_simple(const char *verb, const char *a1)
+{
+	g_begin("DMIRROR", verb, DMVER);
+	g_args(a1 != 0 ? 2 : 1, NAME, a1, 0);
+	g_int("verbose", 0);
+}
+
+static int
+set_timeout(uint32_t secs)
+{
+	return ((int)sc6(SYS_sysctlbyname, (long)"kern.geom.dmirror.timeout", 25, 0, 0,
+	    (long)&secs, sizeof(secs)));
+}
+
+/* A digest of a whole device (FNV-1a over 64-bit words): "unchanged" checks. */
+static uint64_t
+digest(const char *path)
+{
+	uint64_t h = 14695981039346656037UL;
+	long fd, r, off = 0, i;
+
+	fd = dev_open(path, O_RDONLY);
+	if (fd < 0)
+		return (0);
+	for (;;) {
+		r = sc4(SYS_pread, fd, rbuf, MIB, off);
+		if (r <= 0)
+			break;
+		for (i = 0; i < r / 8; i++)
+			h = (h ^ ((uint64_t *)rbuf)[i]) * 1099511628211UL;
+		off += r;
+	}
+	sc1(SYS_close, fd);
+	return (h);
 }
 
 static void
@@ -801,6 +893,8 @@ phase1(void)
 	g_args(1, "vtbd2.nop", 0, 0);
 	g_int("force", 1);
 	g_must("gnop destroy -f vtbd2.nop (the leg vanishes)");
+	if (wait_gone("/dev/vtbd2.nop", 10) != 0)
+		fail("the leg's provider goes away", "/dev/vtbd2.nop still there after 10 s", 0);
 	if (wait_state(NAME, "DEGRADED", "MISSING", 10) == 0)
 		pass("the vanished leg is MISSING");
 	else
@@ -846,6 +940,79 @@ phase1(void)
 	both_legs("first region on both legs after insert", "/dev/vtbd1.nop", "/dev/vtbd2.nop",
 	    A_OFF, A_LEN, 0xA);
 
+	/* Read errors: leg 1 (preferred for reads) fails every read, writes still work. */
+	r = write_pattern(MDEV, R_OFF, R_LEN, 0x11);
+	if (r != 0)
+		fail("write region R", "errno", -r);
+	g_begin("DMIRROR", "configure", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("verbose", 0);
+	g_str("balance", "prefer:vtbd2.nop");
+	g_must("configure -b prefer:vtbd2.nop");
+	nop_config_reads("vtbd2.nop", 100);
+	g_must("gnop: every read of vtbd2.nop fails (writes work)");
+	expect_data("reads succeed while the preferred leg fails every read", MDEV, R_OFF, R_LEN,
+	    0x11);
+	for (int i = 0; i < 30 && (mirror_state(NAME) != 0 || repairs == 0); i++)
+		sleep_ms(100); /* the counters are a snapshot the worker refreshes */
+	if (mirror_state(NAME) == 0 && starts(slot1, "IN_SYNC") && repairs > 0)
+		pass("the read error is repaired by rewriting the leg, which stays IN_SYNC");
+	else
+		fail("the read error is repaired by rewriting the leg, which stays IN_SYNC", slot1,
+		    repairs);
+	/* As tests/scenarios/read-errors.sh: the preferred leg fails every read and write. */
+	nop_config("vtbd2.nop", 100);
+	g_must("gnop: every I/O of vtbd2.nop fails");
+	expect_data("reads succeed while the preferred leg fails every I/O", MDEV, R_OFF, R_LEN,
+	    0x11);
+	expect_data("and again", MDEV, R_OFF, R_LEN, 0x11);
+	if (wait_state(NAME, "DEGRADED", "FAILED", 10) == 0)
+		pass("the leg whose I/O fails is FAILED");
+	else
+		fail("the leg whose I/O fails is FAILED", slot1, 0);
+	show_state(NAME);
+	nop_config("vtbd2.nop", 0);
+	g_must("gnop: heal vtbd2.nop");
+	sleep_ms(1500);
+	if (mirror_state(NAME) == 0 && starts(slot1, "FAILED"))
+		pass("the failed leg stays FAILED once its device works again");
+	else
+		fail("the failed leg stays FAILED once its device works again", slot1, 0);
+	nop_destroy("vtbd2.nop");
+	g_must("gnop destroy -f vtbd2.nop (the failed leg vanishes)");
+	if (wait_gone("/dev/vtbd2.nop", 10) != 0)
+		fail("the failed leg's provider goes away", "/dev/vtbd2.nop still there after 10 s", 0);
+	nop_create(1, "vtbd2", 0);
+	g_must("gnop create vtbd2.nop (and comes back)");
+	sleep_ms(3000);
+	if (mirror_state(NAME) == 0 && !starts(slot1, "IN_SYNC") && !starts(slot1, "REBUILDING"))
+		pass("a failed leg that disappears and reappears is not taken back");
+	else
+		fail("a failed leg that disappears and reappears is not taken back", slot1, 0);
+	show_state(NAME);
+	dm_simple("insert", "vtbd2.nop");
+	if (g_issue() == 0) {
+		pass("give leg 1 back: insert t vtbd2.nop");
+	} else {
+		puts_("DMIRROR:     insert said: ");
+		puts_(gerr);
+		puts_("\n");
+		dm_simple("rebuild", "vtbd2.nop");
+		g_must("give leg 1 back: rebuild t vtbd2.nop");
+	}
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0 && find(slot1, "vtbd2.nop") != 0)
+		pass("leg 1 comes back in sync");
+	else
+		fail("leg 1 comes back in sync", slot1, 0);
+	show_state(NAME);
+	both_legs("region R on both legs after the rebuild", "/dev/vtbd1.nop", "/dev/vtbd2.nop",
+	    R_OFF, R_LEN, 0x11);
+	g_begin("DMIRROR", "configure", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("verbose", 0);
+	g_str("balance", "round-robin");
+	g_must("configure -b round-robin");
+
 	/* The module must not unload while a mirror is open. */
 	{
 		long fd = dev_open(MDEV, O_RDONLY);
@@ -859,6 +1026,98 @@ phase1(void)
 			sc1(SYS_close, fd);
 	}
 	sc1(SYS_sync, 0);
+}
+
+/* Start the mirror from the .nop of one disk only (the others destroyed); degraded start. */
+static int
+start_alone(const char *disk, const char *what)
+{
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	(void)wait_gone("/dev/vtbd1.nop", 10);
+	(void)wait_gone("/dev/vtbd2.nop", 10);
+	nop_create(1, disk, 0);
+	if (g_issue() != 0) {
+		fail(what, gerr, 0);
+		return (-1);
+	}
+	if (wait_dev(MDEV, 30) != 0) {
+		fail(what, "the mirror did not start degraded", 0);
+		return (-1);
+	}
+	pass(what);
+	show_state(NAME);
+	return (0);
+}
+
+static void
+stop_mirror(const char *what)
+{
+	g_begin("DMIRROR", "stop", DMVER);
+	g_args(1, NAME, 0, 0);
+	if (g_issue() != 0)
+		fail(what, gerr, 0);
+	else if (wait_dev(MDEV, 0) == 0)
+		fail(what, "still there", 0);
+	else
+		pass(what);
+}
+
+static void
+split_brain(void)
+{
+	uint64_t d0, d1;
+	long r;
+
+	if (set_timeout(2) != 0)
+		fail("sysctl kern.geom.dmirror.timeout=2", "refused", 0);
+	if (start_alone("vtbd1", "split brain: leg 0 alone starts (degraded) after the timeout") != 0)
+		return;
+	r = write_pattern(MDEV, S0_OFF, S_LEN, 0x50);
+	if (r != 0)
+		fail("split brain: write with leg 0 alone", "errno", -r);
+	stop_mirror("split brain: stop");
+	if (start_alone("vtbd2", "split brain: leg 1 alone starts (degraded)") != 0)
+		return;
+	r = write_pattern(MDEV, S1_OFF, S_LEN, 0x51);
+	if (r != 0)
+		fail("split brain: write with leg 1 alone", "errno", -r);
+	stop_mirror("split brain: stop again");
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	(void)wait_gone("/dev/vtbd2.nop", 10);
+	d0 = digest("/dev/vtbd1");
+	d1 = digest("/dev/vtbd2");
+	nop_create(2, "vtbd1", "vtbd2");
+	g_must("split brain: both legs come back");
+	if (wait_dev(MDEV, 8) != 0)
+		pass("split brain: assembling both legs is refused");
+	else {
+		fail("split brain: assembling both legs is refused", "the mirror started", 0);
+		show_state(NAME);
+		stop_mirror("split brain: stop the wrongly assembled mirror");
+	}
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	(void)wait_gone("/dev/vtbd1.nop", 10);
+	(void)wait_gone("/dev/vtbd2.nop", 10);
+	if (digest("/dev/vtbd1") == d0 && digest("/dev/vtbd2") == d1)
+		pass("split brain: both legs unchanged, metadata included");
+	else
+		fail("split brain: both legs unchanged, metadata included", "a leg changed", 0);
+	if (start_alone("vtbd1", "split brain: leg 0 alone still assembles") == 0) {
+		expect_data("split brain: leg 0 holds its write", MDEV, S0_OFF, S_LEN, 0x50);
+		expect_data("split brain: leg 0 holds the common data", MDEV, A_OFF, A_LEN, 0xA);
+		stop_mirror("split brain: stop leg 0");
+	}
+	if (start_alone("vtbd2", "split brain: leg 1 alone still assembles") == 0) {
+		expect_data("split brain: leg 1 holds its write", MDEV, S1_OFF, S_LEN, 0x51);
+		stop_mirror("split brain: stop leg 1");
+	}
 }
 
 static void
@@ -892,6 +1151,8 @@ phase2(void)
 		expect_data("boot 2: last 64 KiB", MDEV, mirror_size - 64 * 1024, 64 * 1024, 0xE);
 	both_legs("boot 2: legs agree", "/dev/vtbd1.nop", "/dev/vtbd2.nop", C_OFF, C_LEN, 0xC);
 
+	expect_data("boot 2: region R (read errors)", MDEV, R_OFF, R_LEN, 0x11);
+
 	g_begin("DMIRROR", "stop", DMVER);
 	g_args(1, NAME, 0, 0);
 	g_must("stop t");
@@ -899,6 +1160,14 @@ phase2(void)
 		pass("the stopped mirror is gone");
 	else
 		fail("the stopped mirror is gone", "still there", 0);
+	sleep_ms(1000);
+	if (wait_dev(MDEV, 0) != 0 && mirror_state(NAME) != 0)
+		pass("and stays gone (no retaste of its legs)");
+	else
+		fail("and stays gone (no retaste of its legs)", "it came back", 0);
+
+	/* Split brain: each leg started alone and written; both together must be refused. */
+	split_brain();
 	r = sc1(SYS_kldunload, 2);
 	if (r == 0)
 		pass("kldunload geom_dmirror.ko");
