@@ -471,6 +471,28 @@ mirror_state(const char *name)
 	return (0);
 }
 
+/* A number of the mirror's dumpconf (e.g. "<RegionSize>"), or -1. */
+static long
+mirror_num(const char *name, const char *open)
+{
+	char tag[64], num[24];
+	const char *p;
+	long v = 0;
+	int i;
+
+	if (confxml() != 0)
+		return (-1);
+	memcpy(tag, "<Name>", 6);
+	memcpy(tag + 6, name, slen(name));
+	memcpy(tag + 6 + slen(name), "</Name>", 8);
+	p = find(xml, tag);
+	if (p == 0 || xml_value(p, open, num, sizeof(num)) != 0 || num[0] < '0' || num[0] > '9')
+		return (-1);
+	for (i = 0; num[i] >= '0' && num[i] <= '9'; i++)
+		v = v * 10 + (num[i] - '0');
+	return (v);
+}
+
 static void
 show_state(const char *name)
 {
@@ -781,6 +803,123 @@ both_legs(const char *what, const char *l0, const char *l1, long off, long len, 
 	expect_data(name, l1, off, len, tag);
 }
 
+/* Compare leg 0 and leg 1 (raw disks) over [off, off+len). 0 if equal. */
+static int
+legs_equal(long off, long len)
+{
+	static uint8_t b0[MIB];
+	long f0, f1, done, n;
+	int bad = 0;
+
+	f0 = dev_open("/dev/vtbd1.nop", O_RDONLY);
+	f1 = dev_open("/dev/vtbd2.nop", O_RDONLY);
+	if (f0 < 0 || f1 < 0)
+		bad = 1;
+	for (done = 0; !bad && done < len; done += n) {
+		n = len - done < MIB ? len - done : MIB;
+		if (sc4(SYS_pread, f0, b0, n, off + done) != n ||
+		    sc4(SYS_pread, f1, rbuf, n, off + done) != n || memcmp(b0, rbuf, (size_t)n) != 0)
+			bad = 1;
+	}
+	if (f0 >= 0)
+		sc1(SYS_close, f0);
+	if (f1 >= 0)
+		sc1(SYS_close, f1);
+	return (bad);
+}
+
+/*
+ * As tests/scenarios/unclean-dirty-only.sh: after a crash only the regions the write-intent
+ * log has dirty are resynced. The crash: one request makes both gnops fail every I/O (nothing
+ * reaches a leg after that instant), the gnops are destroyed, the mirror is stopped.
+ */
+static void
+crash_test(void)
+{
+	long rs, ra, rb, r;
+	int i;
+
+	rs = mirror_num(NAME, "<RegionSize>");
+	if (rs <= 0 || rs > 4 * MIB) {
+		fail("crash: region size", "unexpected", rs);
+		return;
+	}
+	ra = (36 * MIB + rs - 1) / rs * rs;
+	rb = (44 * MIB + rs - 1) / rs * rs;
+	if (rb + rs > mirror_size) {
+		fail("crash: regions fit", "mirror too small", mirror_size);
+		return;
+	}
+	r = write_pattern(MDEV, rb, rs, 0x101);
+	if (r == 0)
+		r = write_pattern(MDEV, ra, rs, 0x102);
+	for (i = 0; i < 100 && mirror_num(NAME, "<DirtyRegions>") != 0; i++)
+		sleep_ms(100);
+	if (r == 0 && mirror_num(NAME, "<DirtyRegions>") == 0)
+		pass("crash: two regions written and flushed, the log goes clean");
+	else
+		fail("crash: two regions written and flushed, the log goes clean", "dirty",
+		    mirror_num(NAME, "<DirtyRegions>"));
+	{
+		/* region A again, not flushed */
+		long fd = dev_open(MDEV, O_RDWR);
+
+		pattern(wbuf, ra, rs, 0x103);
+		r = fd < 0 ? fd : sc4(SYS_pwrite, fd, wbuf, rs, ra);
+		if (fd >= 0)
+			sc1(SYS_close, fd);
+	}
+	if (mirror_num(NAME, "<DirtyRegions>") > 0)
+		pass("crash: region A written again, dirty in the log");
+	else
+		fail("crash: region A written again, dirty in the log", "not dirty", r);
+	g_begin("NOP", "configure", NOPVER);
+	g_args(2, "vtbd1.nop", "vtbd2.nop", 0);
+	nop_opts(100);
+	g_must("crash: both gnops fail every I/O (one request)");
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	g_begin("DMIRROR", "stop", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("force", 1);
+	(void)g_issue();
+	if (wait_gone("/dev/vtbd1.nop", 20) == 0 && wait_gone("/dev/vtbd2.nop", 20) == 0 &&
+	    wait_gone(MDEV, 20) == 0)
+		pass("crash: legs gone, mirror stopped");
+	else
+		fail("crash: legs gone, mirror stopped", "something is left", 0);
+	/* While it is down, leg 1 gets other data in both regions (nothing else writes there). */
+	if (write_pattern("/dev/vtbd2", ra, rs, 0x102) != 0 ||
+	    write_pattern("/dev/vtbd2", rb, rs, 0x109) != 0)
+		fail("crash: poke leg 1", "write error", 0);
+	nop_create(2, "vtbd1", "vtbd2");
+	g_must("crash: the legs come back");
+	if (wait_dev(MDEV, 20) == 0 && wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("crash: assembled by taste, both legs in sync");
+	else
+		fail("crash: assembled by taste, both legs in sync", mstate, 0);
+	show_state(NAME);
+	if (legs_equal(ra, rs) == 0)
+		pass("crash: the legs agree on the dirty region");
+	else
+		fail("crash: the legs agree on the dirty region", "they differ", 0);
+	if (check_pattern(MDEV, ra, rs, 0x103) == 0 || check_pattern(MDEV, ra, rs, 0x102) == 0)
+		pass("crash: the dirty region holds the old or the new data");
+	else
+		fail("crash: the dirty region holds the old or the new data", "neither", 0);
+	if (check_pattern("/dev/vtbd2.nop", rb, rs, 0x109) == 0 &&
+	    check_pattern("/dev/vtbd1.nop", rb, rs, 0x101) == 0)
+		pass("crash: the clean region was not resynced");
+	else
+		fail("crash: the clean region was not resynced", "it was touched", 0);
+	/* Make the legs agree again for what follows (boot 2 compares them). */
+	r = write_pattern(MDEV, rb, rs, 0x101);
+	if (r != 0)
+		fail("crash: rewrite the clean region", "errno", -r);
+}
+
 static void
 phase1(void)
 {
@@ -1012,6 +1151,8 @@ phase1(void)
 	g_int("verbose", 0);
 	g_str("balance", "round-robin");
 	g_must("configure -b round-robin");
+
+	crash_test();
 
 	/* The module must not unload while a mirror is open. */
 	{
