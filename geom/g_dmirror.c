@@ -532,8 +532,9 @@ g_dmirror_write_bytes(struct g_consumer *cp, off_t off, const uint8_t *buf, uint
  * built with INVARIANTS: there vm_thread_alloc_kstack_kva() asserts that every kernel stack is
  * aligned like an arena one, and a non-default size (taken from the general kernel arena)
  * panics with "allocated kstack KVA not aligned to multiple of kstack size" (seen when this
- * module was first loaded in such a kernel, tests/vm/README.md). Kernels without INVARIANTS
- * handle non-default sizes; on an INVARIANTS kernel set kern.kstack_pages=12 at boot.
+ * module was first loaded in such a kernel, tests/vm/README.md). The assertion exists only
+ * with INVARIANTS; without it the 12-page stack is taken as before (not tried in a kernel
+ * here). On an INVARIANTS kernel set kern.kstack_pages=12 at boot.
  */
 static int
 g_dmirror_kstack_pages(void)
@@ -1747,7 +1748,8 @@ g_dmirror_destroy_consumer_ev(void *arg, int flag)
 }
 
 /*
- * Close and destroy a leg's consumer when the mirror stops. Closing the last writer of a
+ * Close and destroy a consumer of a leg or candidate device the class lets go (the mirror
+ * stops, a device is not used or not taken back). Closing the last writer of a
  * provider makes GEOM post a retaste of it (g_access()), and that retaste skips a class only
  * while the class still has a consumer attached to the provider. Destroyed at once, the
  * consumer is gone when the retaste runs: the class tastes its own legs and assembles the
