@@ -533,8 +533,9 @@ g_dmirror_write_bytes(struct g_consumer *cp, off_t off, const uint8_t *buf, uint
  * aligned like an arena one, and a non-default size (taken from the general kernel arena)
  * panics with "allocated kstack KVA not aligned to multiple of kstack size" (seen when this
  * module was first loaded in such a kernel, tests/vm/README.md). The assertion exists only
- * with INVARIANTS; without it the 12-page stack is taken as before (not tried in a kernel
- * here). On an INVARIANTS kernel set kern.kstack_pages=12 at boot.
+ * with INVARIANTS; without it the 12-page stack is taken as before (tried: the same kernel
+ * without INVARIANTS and WITNESS, default kern.kstack_pages, runs tests/vm/dmtest.c clean).
+ * On an INVARIANTS kernel set kern.kstack_pages=12 at boot.
  */
 static int
 g_dmirror_kstack_pages(void)

@@ -812,6 +812,76 @@ both_legs(const char *what, const char *l0, const char *l1, long off, long len, 
 	expect_data(name, l1, off, len, tag);
 }
 
+/* The <Reads> counter of leg k (its consumer's dumpconf), or -1. */
+static long
+leg_reads(int k)
+{
+	char tag[16] = "<Leg>0</Leg>", num[24];
+	const char *p;
+	long v = 0;
+	int i;
+
+	tag[5] = (char)('0' + k);
+	if (confxml() != 0 || (p = find(xml, tag)) == 0 ||
+	    xml_value(p, "<Reads>", num, sizeof(num)) != 0)
+		return (-1);
+	for (i = 0; num[i] >= '0' && num[i] <= '9'; i++)
+		v = v * 10 + (num[i] - '0');
+	return (v);
+}
+
+/*
+ * As tests/scenarios/read-policies.sh: with `prefer` every read goes to that leg, with
+ * round-robin both legs serve reads. Counters come from the worker's status snapshot: wait
+ * until they move (or 3 s).
+ */
+static void
+read_policy(const char *balance, int want0, int want1)
+{
+	char what[96];
+	long a0, a1, b0 = -1, b1 = -1;
+	size_t n;
+	int i;
+
+	n = slen(balance);
+	memcpy(what, "read policy ", 12);
+	memcpy(what + 12, balance, n);
+	what[12 + n] = '\0';
+	g_begin("DMIRROR", "configure", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("verbose", 0);
+	g_str("balance", balance);
+	if (g_issue() != 0) {
+		fail(what, gerr, 0);
+		return;
+	}
+	sleep_ms(500);
+	a0 = leg_reads(0);
+	a1 = leg_reads(1);
+	for (i = 0; i < 8; i++)
+		if (check_pattern(MDEV, A_OFF, A_LEN, 0xA) != 0) {
+			fail(what, "a read returned wrong data", 0);
+			return;
+		}
+	for (i = 0; i < 30; i++) {
+		sleep_ms(100);
+		b0 = leg_reads(0);
+		b1 = leg_reads(1);
+		if ((b0 - a0) + (b1 - a1) >= 8)
+			break;
+	}
+	if (a0 < 0 || a1 < 0 || ((b0 > a0) != want0) || ((b1 > a1) != want1)) {
+		fail(what, "reads went to the wrong legs (leg 1 reads)", b1 - a1);
+		puts_("DMIRROR:     leg 0 reads ");
+		puti(b0 - a0);
+		puts_(", leg 1 reads ");
+		puti(b1 - a1);
+		puts_("\n");
+	} else {
+		pass(what);
+	}
+}
+
 /* Compare leg 0 and leg 1 (raw disks) over [off, off+len). 0 if equal. */
 static int
 legs_equal(long off, long len)
@@ -1179,11 +1249,10 @@ phase1(void)
 	show_state(NAME);
 	both_legs("region R on both legs after the rebuild", "/dev/vtbd1.nop", "/dev/vtbd2.nop",
 	    R_OFF, R_LEN, 0x11);
-	g_begin("DMIRROR", "configure", DMVER);
-	g_args(1, NAME, 0, 0);
-	g_int("verbose", 0);
-	g_str("balance", "round-robin");
-	g_must("configure -b round-robin");
+	read_policy("prefer:vtbd1.nop", 1, 0);
+	read_policy("prefer:vtbd2.nop", 0, 1);
+	read_policy("prefer:0", 1, 0);
+	read_policy("round-robin", 1, 1);
 
 	crash_test();
 
