@@ -1364,6 +1364,98 @@ split_brain(void)
 }
 
 static void
+nop_create_sized(const char *disk, long bytes)
+{
+	g_begin("NOP", "create", NOPVER);
+	g_args(1, disk, 0, 0);
+	nop_opts(-1);
+	g_num("offset", 0);
+	g_num("stripesize", 0);
+	g_num("stripeoffset", 0);
+	g_num("size", bytes);
+	g_num("secsize", 0);
+	g_str("physpath", "\255");
+}
+
+/*
+ * As tests/scenarios/sizes.sh, then destroy: legs of 40 and 48 MiB (gnops over the disks);
+ * the mirror is the smaller less its metadata; `destroy` clears the metadata, so the same
+ * devices coming back make no mirror.
+ */
+static void
+sizes_and_destroy(void)
+{
+	long sz, r;
+
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	(void)wait_gone("/dev/vtbd1.nop", 10);
+	(void)wait_gone("/dev/vtbd2.nop", 10);
+	nop_create_sized("vtbd1", 40 * MIB);
+	g_must("sizes: a 40 MiB leg");
+	nop_create_sized("vtbd2", 48 * MIB);
+	g_must("sizes: a 48 MiB leg");
+	g_begin("DMIRROR", "label", DMVER);
+	g_args(3, NAME, "vtbd2.nop", "vtbd1.nop");
+	g_int("verbose", 1);
+	g_str("balance", "");
+	g_int("nosync", 0);
+	g_num("regionsize", 0);
+	g_num("slots", 0);
+	if (g_must("sizes: label t vtbd2.nop vtbd1.nop") != 0 || wait_dev(MDEV, 10) != 0)
+		return;
+	sz = mediasize(MDEV);
+	if (sz <= 40 * MIB && sz >= 38 * MIB)
+		pass("sizes: the mirror is the smaller leg less at most 2 MiB of metadata");
+	else
+		fail("sizes: the mirror is the smaller leg less at most 2 MiB of metadata", "size",
+		    sz);
+	r = write_pattern(MDEV, sz - 64 * 1024, 64 * 1024, 0x7);
+	if (r == 0)
+		r = write_pattern(MDEV, 0, 64 * 1024, 0x8);
+	if (r == 0)
+		pass("sizes: the first and the last 64 KiB written");
+	else
+		fail("sizes: the first and the last 64 KiB written", "errno", -r);
+	if (wait_state(NAME, "COMPLETE", 0, 60) == 0)
+		pass("sizes: the legs come in sync");
+	else
+		fail("sizes: the legs come in sync", mstate, 0);
+	expect_data("sizes: the last 64 KiB read back", MDEV, sz - 64 * 1024, 64 * 1024, 0x7);
+	expect_data("sizes: the smaller leg holds them at the same offset", "/dev/vtbd1.nop",
+	    sz - 64 * 1024, 64 * 1024, 0x7);
+	if (legs_equal(0, sz) == 0)
+		pass("sizes: both legs hold the same data over the mirror's size");
+	else
+		fail("sizes: both legs hold the same data over the mirror's size", "they differ", 0);
+	g_begin("DMIRROR", "destroy", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("force", 0);
+	g_must("destroy t");
+	if (wait_gone(MDEV, 10) == 0)
+		pass("destroy: the mirror is gone");
+	else
+		fail("destroy: the mirror is gone", "still there", 0);
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	(void)wait_gone("/dev/vtbd1.nop", 10);
+	(void)wait_gone("/dev/vtbd2.nop", 10);
+	nop_create_sized("vtbd1", 40 * MIB);
+	(void)g_issue();
+	nop_create_sized("vtbd2", 48 * MIB);
+	(void)g_issue();
+	if (wait_dev(MDEV, 6) != 0 && mirror_state(NAME) != 0)
+		pass("destroy: its legs carry no metadata any more (nothing assembles)");
+	else
+		fail("destroy: its legs carry no metadata any more (nothing assembles)",
+		    "a mirror came up", 0);
+}
+
+static void
 phase2(void)
 {
 	long r;
@@ -1411,6 +1503,7 @@ phase2(void)
 
 	/* Split brain: each leg started alone and written; both together must be refused. */
 	split_brain();
+	sizes_and_destroy();
 	r = sc1(SYS_kldunload, 2);
 	if (r == 0)
 		pass("kldunload geom_dmirror.ko");
