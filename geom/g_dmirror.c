@@ -520,7 +520,7 @@ g_dmirror_write_bytes(struct g_consumer *cp, off_t off, const uint8_t *buf, uint
  * The class's helper thread. dmirror_assemble(), dmirror_create() and
  * dmirror_create_assembled() need about 32 KiB of kernel stack (dmirror.h), more than the GEOM
  * event thread (taste, ctlreq) has. The mirror workers are created with a large stack; taste,
- * clear and dump, which run in the event thread, hand dmirror_assemble() to this thread and
+ * clear and dump, which run in the event thread, hand dmirror_identify() to this thread and
  * wait for it. One per class (started by init, stopped by fini); jobs are serialized.
  */
 #define DM_KSTACK_PAGES 12 /* 48 KiB on amd64 */
@@ -572,8 +572,7 @@ g_dmirror_helper_main(void *arg __unused)
 			break;
 		TAILQ_REMOVE(&g_dmirror_jobs, j, link);
 		mtx_unlock(&g_dmirror_reqmtx);
-		j->rc = dmirror_assemble(j->reads, j->nreads, NULL, j->out, j->why, j->msg,
-		    j->msg_len);
+		j->rc = dmirror_identify(j->reads, j->out, j->why, j->msg, j->msg_len);
 		mtx_lock(&g_dmirror_reqmtx);
 		j->done = 1;
 		wakeup(j);
@@ -618,16 +617,16 @@ g_dmirror_fini(struct g_class *mp __unused)
 	mtx_unlock(&g_dmirror_reqmtx);
 }
 
-/* dmirror_assemble() on the helper's stack (topology lock not held: this sleeps). */
+/* dmirror_identify() on the helper's stack (topology lock not held: this sleeps). */
 static int
-g_dmirror_assemble_on_helper(const struct dmirror_leg_read *reads, uint32_t nreads,
-    struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len)
+g_dmirror_identify_on_helper(const struct dmirror_leg_read *read, struct dmirror_assembly *out,
+    struct dmirror_why *why, char *msg, uint64_t msg_len)
 {
 	struct g_dmirror_job j;
 
 	memset(&j, 0, sizeof(j));
-	j.reads = reads;
-	j.nreads = nreads;
+	j.reads = read;
+	j.nreads = 1;
 	j.out = out;
 	j.why = why;
 	j.msg = msg;
@@ -647,7 +646,7 @@ g_dmirror_assemble_on_helper(const struct dmirror_leg_read *reads, uint32_t nrea
 
 /*
  * What one device says about itself: its superblock slots and the core's reading of them
- * (dmirror_assemble() over that one device). Heap-allocated: about 4 KiB.
+ * (dmirror_identify() of that one device). Heap-allocated: about 4 KiB.
  */
 struct g_dmirror_ident {
 	uint8_t *slot0, *slot1;
@@ -735,7 +734,13 @@ g_dmirror_read_ident(struct g_consumer *cp, struct g_dmirror_ident **out)
 		rd.name = pp->name;
 		rd.sector_size = ss;
 		memset(&id->why, 0, sizeof(id->why));
-		error = g_dmirror_assemble_on_helper(&rd, 1, &id->as, &id->why, id->msg,
+		/*
+		 * dmirror_identify(), not dmirror_assemble(): a rebuilding leg alone holds no full
+		 * copy and cannot assemble, but it is a member to wait for (its rebuild resumes
+		 * from its checkpoint only if it is in the assembly). Found in a real kernel: the
+		 * rebuilding leg was dropped as "not a leg" after a crash mid-rebuild.
+		 */
+		error = g_dmirror_identify_on_helper(&rd, &id->as, &id->why, id->msg,
 		    sizeof(id->msg));
 		if (error == 0)
 			break;

@@ -443,6 +443,16 @@ struct dmirror_assembly {
 int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads, const uint8_t *choose,
     struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len);
 
+/*
+ * What one device says about its mirror: as dmirror_assemble() of that device alone (out
+ * describes its mirror, present[]/label[] its slot), except that a leg holding no full copy of
+ * the data (rebuilding, stale, failed) is not refused. For hosts that find legs one by one and
+ * must recognize every member (GEOM's taste); never start a mirror from it. Pure, like
+ * dmirror_assemble().
+ */
+int dmirror_identify(const struct dmirror_leg_read *read, struct dmirror_assembly *out,
+    struct dmirror_why *why, char *msg, uint64_t msg_len);
+
 /* ---- One mirror ---- */
 
 /*

@@ -65,7 +65,7 @@ END {
 		d = depth(f)
 		chain = f; g = f; k = 0
 		while (via[g] != "" && k < 6) { g = via[g]; chain = chain " > " (length(g) > 50 ? substr(g, 1, 50) "..." : g); k++ }
-		io = (f !~ /^dmirror_(create|create_assembled|assemble|init_fresh|config_default|memory_needed|sb_location|why_str)$/)
+		io = (f !~ /^dmirror_(create|create_assembled|assemble|identify|init_fresh|config_default|memory_needed|sb_location|why_str)$/)
 		flag = ""
 		if (limit > 0 && io && d > limit) { flag = "  OVER " limit; bad = 1 }
 		printf "%7d  %s%s%s\n", d, (io ? "io   " : "setup"), "  " f, flag

@@ -327,6 +327,14 @@ fn why_bytes(code: u32) -> &'static [u8] {
         DMIRROR_WHY_BITMAP => b"bitmap pointer/length inconsistent or too short\0",
         DMIRROR_WHY_NO_METADATA => b"no valid metadata found\0",
         DMIRROR_WHY_CONFLICT => b"legs disagree or belong to other mirrors\0",
+        DMIRROR_WHY_READ_SECTOR_SIZE => b"metadata read with the wrong sector size\0",
+        DMIRROR_WHY_WRONG_SIZE => b"device size differs from the recorded size\0",
+        DMIRROR_WHY_DUPLICATE => b"the same leg given twice\0",
+        DMIRROR_WHY_NOT_MEMBER => b"no longer a leg of this mirror (removed or replaced)\0",
+        DMIRROR_WHY_GEOMETRY => b"geometry disagrees with the newest metadata\0",
+        DMIRROR_WHY_SPLIT_BRAIN => b"split brain\0",
+        DMIRROR_WHY_CHOSEN => b"the leg chosen to win is absent or not in sync\0",
+        DMIRROR_WHY_NO_USABLE_LEG => b"no present leg holds a full copy of the data\0",
         _ => b"unknown reason\0",
     }
 }
@@ -501,6 +509,41 @@ pub unsafe extern "C" fn dmirror_assemble(
     msg: *mut c_char,
     msg_len: u64,
 ) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { assemble_c(reads, nreads, choose, false, out, why, msg, msg_len) }
+}
+
+/// See dmirror.h.
+///
+/// # Safety
+/// Pointers NULL or valid for their types, as dmirror.h describes.
+#[no_mangle]
+pub unsafe extern "C" fn dmirror_identify(
+    read: *const dmirror_leg_read,
+    out: *mut dmirror_assembly,
+    why: *mut dmirror_why,
+    msg: *mut c_char,
+    msg_len: u64,
+) -> c_int {
+    // SAFETY: the caller's contract, passed on (one read).
+    unsafe { assemble_c(read, 1, ptr::null(), true, out, why, msg, msg_len) }
+}
+
+/// dmirror_assemble(), or with `identify` dmirror_identify() of reads[0].
+///
+/// # Safety
+/// As dmirror_assemble().
+#[allow(clippy::too_many_arguments)]
+unsafe fn assemble_c(
+    reads: *const dmirror_leg_read,
+    nreads: u32,
+    choose: *const u8,
+    identify: bool,
+    out: *mut dmirror_assembly,
+    why: *mut dmirror_why,
+    msg: *mut c_char,
+    msg_len: u64,
+) -> c_int {
     set_why(why, DMIRROR_WHY_NONE, 0);
     let mut text = CBuf { buf: &mut [], n: 0 };
     if !msg.is_null() && msg_len > 0 {
@@ -551,7 +594,12 @@ pub unsafe extern "C" fn dmirror_assemble(
         Some(unsafe { ptr::read_unaligned(choose.cast::<[u8; 16]>()) })
     };
     let legs = legs.get(..n).unwrap_or(&[]);
-    let asm = match ::dmirror::assemble::assemble(legs, chosen) {
+    let legs = if identify {
+        legs.get(..1).unwrap_or(&[])
+    } else {
+        legs
+    };
+    let asm = match ::dmirror::assemble::assemble_with(legs, chosen, !identify) {
         Ok(a) => a,
         Err(e) => {
             let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));

@@ -248,12 +248,18 @@ fn leg_io_and_events_convert() {
 
 #[test]
 fn why_strings_are_nul_terminated() {
-    for code in 0..=20u32 {
+    for code in 0..=24u32 {
         let p = dmirror_why_str(code);
         // SAFETY: the glue returns static NUL-terminated strings.
         let s = unsafe { core::ffi::CStr::from_ptr(p) };
         assert!(!s.to_bytes().is_empty());
+        // Every code dmirror.h defines has its own text (the kernel printed "unknown reason"
+        // for a split brain and for a rebuilding leg alone before codes 17..24 had one).
+        assert_ne!(s.to_bytes(), b"unknown reason", "code {code}");
     }
+    // SAFETY: as above.
+    let s = unsafe { core::ffi::CStr::from_ptr(dmirror_why_str(25)) };
+    assert_eq!(s.to_bytes(), b"unknown reason");
 }
 
 // ---- the entry points, driven from Rust through the C ABI ----

@@ -505,6 +505,25 @@ pub fn assemble<'a>(
     legs: &[LegRead<'a>],
     choose: Option<[u8; 16]>,
 ) -> Result<Assembly, AssembleError<'a>> {
+    assemble_with(legs, choose, true)
+}
+
+/// What one device says about its mirror (identity, its slot, generation, the leg table), as
+/// [`assemble`] of that device alone, except that it does not require a leg holding a full copy
+/// of the data: a host that finds legs one by one (GEOM's taste) must recognize a rebuilding or
+/// stale leg as a member, to wait for it and hand it to the real assembly. Never start a mirror
+/// from this result (its authoritative leg may hold no full copy).
+pub fn identify<'a>(leg: &LegRead<'a>) -> Result<Assembly, AssembleError<'a>> {
+    assemble_with(core::slice::from_ref(leg), None, false)
+}
+
+/// [`assemble`] (`require_usable`) or, for one leg, [`identify`] (not `require_usable`): one
+/// entry point for hosts that offer both (one call site, one stack frame).
+pub fn assemble_with<'a>(
+    legs: &[LegRead<'a>],
+    choose: Option<[u8; 16]>,
+    require_usable: bool,
+) -> Result<Assembly, AssembleError<'a>> {
     let n = legs.len();
     if n == 0 {
         return Err(AssembleError::NoLegs);
@@ -536,7 +555,7 @@ pub fn assemble<'a>(
         tracking_needed: 0,
         tracking_from: None,
     };
-    a.settle(legs, seen, forced_full)?;
+    a.settle(legs, seen, forced_full, require_usable)?;
     Ok(a)
 }
 
@@ -548,6 +567,7 @@ impl Assembly {
         legs: &[LegRead<'a>],
         seen: &[Seen],
         forced_full: u32,
+        require_usable: bool,
     ) -> Result<(), AssembleError<'a>> {
         let winner = &self.winner;
         // Membership and geometry against the winner.
@@ -701,6 +721,7 @@ impl Assembly {
         } else {
             match (0..usize::from(winner.nlegs)).find(|&k| present_insync(k)) {
                 Some(k) => k as u8,
+                None if !require_usable => winner.authoritative,
                 None => return Err(AssembleError::NoUsableLeg),
             }
         };
@@ -1118,6 +1139,36 @@ mod tests {
             AssembleError::NoUsableLeg
         );
         assert_eq!(assemble(&[], None).unwrap_err(), AssembleError::NoLegs);
+    }
+
+    #[test]
+    fn identify_a_leg_that_cannot_assemble_alone() {
+        // A rebuilding leg alone cannot start the mirror, but it is recognized as slot 1 of it
+        // (GEOM's taste needs that to wait for it and resume its rebuild).
+        let (sb, mut disks) = mirror(2);
+        let s = change(&sb, 1, DiskLegState::Rebuilding);
+        disks[1].put(&s, 1, 1);
+        let r = reads(&disks, &[1]);
+        assert_eq!(assemble(&r, None).unwrap_err(), AssembleError::NoUsableLeg);
+        let Some(leg) = r.first() else {
+            panic!("no read")
+        };
+        let a = identify(leg).unwrap();
+        assert_eq!(a.input_of_slot[1], Some(0));
+        assert_eq!(a.input_of_slot[0], None);
+        assert_eq!(a.winner.mirror_uuid, sb.mirror_uuid);
+        assert_eq!(a.generation, s.generation);
+        // A leg that can assemble alone identifies as it assembles.
+        let r0 = reads(&disks, &[0]);
+        let (Some(l0), Ok(full)) = (r0.first(), assemble(&r0, None)) else {
+            panic!("leg 0 alone must assemble")
+        };
+        let id = identify(l0).unwrap();
+        assert_eq!(states(&id), states(&full));
+        assert_eq!(id.authoritative, full.authoritative);
+        // A device without metadata is still refused.
+        let blank = Disk::new("/dev/z", LEG, 512);
+        assert!(identify(&blank.read()).is_err());
     }
 
     #[test]

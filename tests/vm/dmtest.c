@@ -1455,6 +1455,139 @@ sizes_and_destroy(void)
 		    "a mirror came up", 0);
 }
 
+/* A number in leg k's consumer dumpconf (e.g. "<ResyncDone>"), or -1. */
+static long
+leg_num(int k, const char *open)
+{
+	char tag[16] = "<Leg>0</Leg>", num[24];
+	const char *p;
+	long v = 0;
+	int i;
+
+	tag[5] = (char)('0' + k);
+	if (confxml() != 0 || (p = find(xml, tag)) == 0 || xml_value(p, open, num, sizeof(num)) != 0)
+		return (-1);
+	for (i = 0; num[i] >= '0' && num[i] <= '9'; i++)
+		v = v * 10 + (num[i] - '0');
+	return (v);
+}
+
+/*
+ * As tests/scenarios/rebuild-resume.sh: a rebuild slowed down (gnop delays every write to the
+ * leg) is cut by a crash past two thirds; when the legs return it resumes from its recorded
+ * checkpoint: region 1 (below it) is not copied again, the last region (past it) is.
+ */
+static void
+rebuild_resume(void)
+{
+	long rs, sz, last, r, done, total;
+	int i;
+
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	(void)wait_gone("/dev/vtbd1.nop", 10);
+	(void)wait_gone("/dev/vtbd2.nop", 10);
+	nop_create_sized("vtbd1", 40 * MIB);
+	(void)g_issue();
+	nop_create_sized("vtbd2", 40 * MIB);
+	(void)g_issue();
+	g_begin("DMIRROR", "label", DMVER);
+	g_args(3, NAME, "vtbd1.nop", "vtbd2.nop");
+	g_int("verbose", 1);
+	g_str("balance", "");
+	g_int("nosync", 0);
+	g_num("regionsize", 64 * 1024); /* as the scenarios: many regions, checkpoints every 64 */
+	g_num("slots", 0);
+	if (g_must("resume: label t on two 40 MiB legs, 64 KiB regions") != 0 ||
+	    wait_dev(MDEV, 10) != 0 ||
+	    wait_state(NAME, "COMPLETE", 0, 60) != 0)
+		return;
+	rs = mirror_num(NAME, "<RegionSize>");
+	sz = mediasize(MDEV);
+	last = (sz / rs - 1) * rs;
+	r = write_pattern(MDEV, rs, rs, 0x111);
+	nop_config("vtbd2.nop", 100);
+	(void)g_issue();
+	if (r == 0)
+		r = write_pattern(MDEV, last, rs, 0x112);
+	if (r == 0 && wait_state(NAME, "DEGRADED", "FAILED", 10) == 0)
+		pass("resume: region 1 written, leg 1 failed, the last region written");
+	else
+		fail("resume: region 1 written, leg 1 failed, the last region written", slot1, r);
+	for (i = 0; i < 100 && mirror_num(NAME, "<DirtyRegions>") != 0; i++)
+		sleep_ms(100);
+	/* heal, but every write to leg 1 waits 40 ms: the rebuild crawls */
+	g_begin("NOP", "configure", NOPVER);
+	g_args(1, "vtbd2.nop", 0, 0);
+	g_num("count_until_fail", -1);
+	g_num("delaymsec", 40);
+	g_num("error", -1);
+	g_num("rdelayprob", 0);
+	g_num("rfailprob", 0);
+	g_num("wfailprob", 0);
+	g_num("wdelayprob", 100);
+	g_must("resume: heal leg 1, slow its writes down");
+	dm_simple("rebuild", "vtbd2.nop");
+	g_must("resume: rebuild t vtbd2.nop");
+	done = total = -1;
+	for (i = 0; i < 1200; i++) {
+		done = leg_num(1, "<ResyncDone>");
+		total = leg_num(1, "<ResyncTotal>");
+		if (total > 0 && done * 3 >= total * 2)
+			break;
+		sleep_ms(100);
+	}
+	if (total > 0 && done * 3 >= total * 2 && done < total)
+		pass("resume: the rebuild passes two thirds");
+	else {
+		fail("resume: the rebuild passes two thirds", "done", done);
+		return;
+	}
+	/* the crash */
+	g_begin("NOP", "configure", NOPVER);
+	g_args(2, "vtbd1.nop", "vtbd2.nop", 0);
+	nop_opts(100);
+	(void)g_issue();
+	nop_destroy("vtbd1.nop");
+	(void)g_issue();
+	nop_destroy("vtbd2.nop");
+	(void)g_issue();
+	g_begin("DMIRROR", "stop", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("force", 1);
+	(void)g_issue();
+	if (wait_gone("/dev/vtbd1.nop", 30) == 0 && wait_gone("/dev/vtbd2.nop", 30) == 0 &&
+	    wait_gone(MDEV, 30) == 0)
+		pass("resume: crash mid-rebuild");
+	else {
+		fail("resume: crash mid-rebuild", "something is left", 0);
+		return;
+	}
+	if (write_pattern("/dev/vtbd2", rs, rs, 0x119) != 0)
+		fail("resume: poke leg 1's region 1", "write error", 0);
+	nop_create_sized("vtbd1", 40 * MIB);
+	(void)g_issue();
+	nop_create_sized("vtbd2", 40 * MIB);
+	(void)g_issue();
+	if (wait_dev(MDEV, 20) == 0 && wait_state(NAME, "COMPLETE", 0, 120) == 0) {
+		pass("resume: assembled, the rebuild completes");
+		show_state(NAME);
+		expect_data("resume: region 1, below the checkpoint, was not copied again",
+		    "/dev/vtbd2.nop", rs, rs, 0x119);
+		expect_data("resume: the last region, past the checkpoint, was copied",
+		    "/dev/vtbd2.nop", last, rs, 0x112);
+	} else {
+		fail("resume: assembled, the rebuild completes", mstate, 0);
+		show_state(NAME);
+	}
+	g_begin("DMIRROR", "destroy", DMVER);
+	g_args(1, NAME, 0, 0);
+	g_int("force", 0);
+	g_must("resume: destroy t");
+}
+
 static void
 phase2(void)
 {
@@ -1504,6 +1637,7 @@ phase2(void)
 	/* Split brain: each leg started alone and written; both together must be refused. */
 	split_brain();
 	sizes_and_destroy();
+	rebuild_resume();
 	r = sc1(SYS_kldunload, 2);
 	if (r == 0)
 		pass("kldunload geom_dmirror.ko");
