@@ -267,6 +267,18 @@ pub unsafe fn init_from_c<'i>(cfg: &Config, init: &dmirror_init) -> Result<Init<
     Ok(out)
 }
 
+/// The C form of one leg slot's starting state.
+pub fn leg_init_to_c(l: &LegInit) -> dmirror_leg_init {
+    dmirror_leg_init {
+        sectors: l.sectors,
+        rebuild_checkpoint: l.rebuild.checkpoint,
+        uuid: l.uuid,
+        state: leg_state_to_c(l.state),
+        rebuild_full: u8::from(l.rebuild.full),
+        _pad: [0; 3],
+    }
+}
+
 /// The C form of a starting state without bitmaps (used by `dmirror_init_fresh`).
 pub fn init_to_c(init: &Init<'_>, out: &mut dmirror_init) {
     out.mirror_uuid = init.mirror_uuid;
@@ -280,14 +292,7 @@ pub fn init_to_c(init: &Init<'_>, out: &mut dmirror_init) {
         len: 0,
     };
     for (c, l) in out.legs.iter_mut().zip(init.legs.iter()) {
-        *c = dmirror_leg_init {
-            sectors: l.sectors,
-            rebuild_checkpoint: l.rebuild.checkpoint,
-            uuid: l.uuid,
-            state: leg_state_to_c(l.state),
-            rebuild_full: u8::from(l.rebuild.full),
-            _pad: [0; 3],
-        };
+        *c = leg_init_to_c(l);
     }
     for t in out.tracking.iter_mut() {
         *t = dmirror_bitmap {

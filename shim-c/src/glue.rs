@@ -20,7 +20,7 @@
 //! would let such code in (see lib.rs).
 use crate::abi::*;
 use crate::convert::*;
-use ::dmirror::assemble::LegRead;
+use ::dmirror::assemble::{LegRead, Legs};
 use ::dmirror::{Config, Event, Host, Init, IoResult, LegIo, Mirror, ParentHandle, Token};
 use core::ffi::{c_char, c_int, c_void};
 use core::mem::{align_of, size_of};
@@ -424,13 +424,60 @@ unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
     Some(unsafe { core::slice::from_raw_parts(p, len) })
 }
 
-fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &[LegRead<'_>]) -> Refusal {
-    use ::dmirror::assemble::AssembleError as E;
-    let input = |label: &str| {
-        legs.iter()
-            .position(|l| ptr::eq(l.label.as_ptr(), label.as_ptr()))
+/// The C reads as assembly's [`Legs`]: each is turned into a [`LegRead`] when assembly asks for
+/// it, so that no array of them (2 KiB) sits on the kernel stack.
+struct CLegs<'a> {
+    reads: &'a [dmirror_leg_read],
+}
+
+impl<'a> CLegs<'a> {
+    /// # Safety
+    /// Every read's name is NULL or a NUL-terminated string, and its slot pointers NULL or
+    /// `slotN_len` readable bytes, all valid for `'a` (dmirror.h's contract for
+    /// `dmirror_assemble`).
+    unsafe fn new(reads: &'a [dmirror_leg_read]) -> CLegs<'a> {
+        CLegs { reads }
+    }
+
+    /// The input whose label is `label` (the same pointer: labels are distinct per input).
+    fn input_of(&self, label: &str) -> u32 {
+        (0..self.reads.len())
+            .find(|&i| {
+                self.leg(i)
+                    .is_some_and(|l| ptr::eq(l.label.as_ptr(), label.as_ptr()))
+            })
             .map_or(0, |i| i as u32)
-    };
+    }
+}
+
+impl<'a> Legs<'a> for CLegs<'a> {
+    fn count(&self) -> usize {
+        self.reads.len()
+    }
+
+    fn leg(&self, i: usize) -> Option<LegRead<'a>> {
+        let r = self.reads.get(i)?;
+        // SAFETY: the contract of `CLegs::new`.
+        let (slot0, slot1) = unsafe {
+            (
+                c_bytes(r.slot0, r.slot0_len)?,
+                c_bytes(r.slot1, r.slot1_len)?,
+            )
+        };
+        Some(LegRead {
+            // SAFETY: as above.
+            label: unsafe { input_name(r.name, i) },
+            sectors: r.sectors,
+            sector_size: r.sector_size,
+            slot0,
+            slot1,
+        })
+    }
+}
+
+fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &CLegs<'_>) -> Refusal {
+    use ::dmirror::assemble::AssembleError as E;
+    let input = |label: &str| legs.input_of(label);
     let r = |errno, why, leg| Refusal::leg(errno, why, leg);
     match *e {
         E::NoLegs | E::TooManyLegs { .. } => Refusal::inval(DMIRROR_WHY_LEG_COUNT),
@@ -521,52 +568,74 @@ pub unsafe extern "C" fn dmirror_assemble(
     }
     // SAFETY: the caller gives `nreads` structures.
     let c_reads = unsafe { core::slice::from_raw_parts(reads, n) };
-    let mut legs = [LegRead {
-        label: "",
-        sectors: 0,
-        sector_size: 0,
-        slot0: &[],
-        slot1: &[],
-    }; ::dmirror::MAX_LEGS];
-    for (i, (l, r)) in legs.iter_mut().zip(c_reads).enumerate() {
-        // SAFETY: the caller's contract for the name and the slot buffers.
-        let (s0, s1) = unsafe { (c_bytes(r.slot0, r.slot0_len), c_bytes(r.slot1, r.slot1_len)) };
-        let (Some(slot0), Some(slot1)) = (s0, s1) else {
+    for (i, r) in c_reads.iter().enumerate() {
+        // SAFETY: the caller's contract for the slot buffers.
+        let ok = unsafe { c_bytes(r.slot0, r.slot0_len).and(c_bytes(r.slot1, r.slot1_len)) };
+        if ok.is_none() {
             set_why(why, DMIRROR_WHY_NO_METADATA, i as u32);
             return DMIRROR_EINVAL;
-        };
-        *l = LegRead {
-            // SAFETY: as above.
-            label: unsafe { input_name(r.name, i) },
-            sectors: r.sectors,
-            sector_size: r.sector_size,
-            slot0,
-            slot1,
-        };
+        }
     }
+    // SAFETY: the caller's contract for the names and slot buffers (dmirror.h).
+    let legs = unsafe { CLegs::new(c_reads) };
     let chosen = if choose.is_null() {
         None
     } else {
         // SAFETY: the caller gives 16 readable bytes; u8 needs no alignment.
         Some(unsafe { ptr::read_unaligned(choose.cast::<[u8; 16]>()) })
     };
-    let legs = legs.get(..n).unwrap_or(&[]);
-    let asm = match ::dmirror::assemble::assemble(legs, chosen) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
-            let r = assemble_error(&e, legs);
-            set_why_r(why, &r);
-            return r.errno;
-        }
+    // Kernel stack: the answer (~4.3 KiB) is the one large local; the work (a summary of every
+    // leg, ~2.3 KiB) lives in the caller's `out` until the answer is written there.
+    let mut asm = ::dmirror::assemble::Assembly::EMPTY;
+    // SAFETY: `out` is non-NULL, aligned, and the caller's writable dmirror_assembly, at least as
+    // large and as aligned as a Workspace (asserted below); nothing else refers to it during this
+    // call. A valid Workspace is written before the reference is formed, and `out` is
+    // overwritten (zeroed, then filled) below, after the last use of `work`.
+    let work = unsafe {
+        let w = out.cast::<::dmirror::assemble::Workspace>();
+        w.write(::dmirror::assemble::Workspace::NEW);
+        &mut *w
     };
+    let res = ::dmirror::assemble::assemble_into(&legs, chosen, work, &mut asm);
     // SAFETY: checked non-NULL and aligned; every field is plain data: zero, then fill.
     let o = unsafe {
         ptr::write_bytes(out, 0, 1);
         &mut *out
     };
+    if let Err(e) = res {
+        let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
+        let r = assemble_error(&e, &legs);
+        set_why_r(why, &r);
+        return r.errno;
+    }
+    assembly_to_c(&asm, c_reads, o);
+    0
+}
+
+static_assertions::const_assert!(
+    size_of::<::dmirror::assemble::Workspace>() <= size_of::<dmirror_assembly>()
+);
+static_assertions::const_assert!(
+    align_of::<::dmirror::assemble::Workspace>() <= align_of::<dmirror_assembly>()
+);
+
+/// Fill `o` (zeroed) from the answer of assembly (no intermediate `Init`: it would be 2.4 KiB
+/// more of stack).
+fn assembly_to_c(
+    asm: &::dmirror::assemble::Assembly,
+    c_reads: &[dmirror_leg_read],
+    o: &mut dmirror_assembly,
+) {
     o.config = config_to_c(&assembled_config(&asm.winner));
-    init_to_c(&asm.init(None, [None; ::dmirror::MAX_LEGS]), &mut o.init);
+    // What Assembly::init(None, no tracking) gives, field by field; the bitmaps stay NULL.
+    o.init.mirror_uuid = asm.winner.mirror_uuid;
+    o.init.name = asm.winner.name;
+    o.init.generation = asm.generation;
+    o.init.seq = asm.seq;
+    o.init.authoritative = asm.authoritative;
+    for (c, l) in o.init.legs.iter_mut().zip(asm.legs.iter()) {
+        *c = leg_init_to_c(l);
+    }
     let slots = o
         .label
         .iter_mut()
@@ -598,7 +667,6 @@ pub unsafe extern "C" fn dmirror_assemble(
         *d = plan(asm.dirty_read(k as u8));
         *t = plan(asm.tracking_read(k as u8));
     }
-    0
 }
 
 /// See dmirror.h.

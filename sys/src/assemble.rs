@@ -17,7 +17,9 @@
 //!   table decides every leg's state; present legs of an older generation are stale and resync.
 use core::fmt;
 
-use crate::format::{decode_newest, DiskLegState, FormatError, Superblock, UuidDisplay};
+use crate::format::{
+    decode_newest, decode_newest_into, DiskLegState, FormatError, Superblock, UuidDisplay,
+};
 pub use crate::format::{or_into, slot_positions};
 use crate::init::{Init, LegInit, Rebuild};
 use crate::types::{LegState, MAX_LEGS};
@@ -204,43 +206,72 @@ pub struct Assembly {
     pub tracking_from: Option<u8>,
 }
 
+/// The legs given to assembly, by input index: a slice of [`LegRead`], or a host's own table
+/// turned into a [`LegRead`] on demand (a kernel host need not build an array of them).
+pub trait Legs<'a> {
+    /// How many legs are given.
+    fn count(&self) -> usize;
+    /// Input leg `i` (`None` past the end). Must give the same answer every time it is asked.
+    fn leg(&self, i: usize) -> Option<LegRead<'a>>;
+}
+
+impl<'a> Legs<'a> for [LegRead<'a>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn leg(&self, i: usize) -> Option<LegRead<'a>> {
+        self.get(i).copied()
+    }
+}
+
 /// What assembly keeps of each present leg's superblock (small, to keep the stack bounded: a
-/// decoded superblock is ~1.4 KiB and legs are re-decoded instead of stored).
+/// decoded superblock is ~1.6 KiB and legs are re-decoded instead of stored). The leg's size and
+/// sector size are not kept: [`read_leg_into`] checked that they are the ones its [`LegRead`]
+/// gives.
 #[derive(Clone, Copy)]
 struct Seen {
     mirror: [u8; 16],
     uuid: [u8; 16],
-    index: u8,
-    own: DiskLegState,
     generation: u64,
     seq: u64,
-    clean: bool,
-    sectors: u64,
-    sector_size: u32,
     region_sectors: u64,
     data_sectors: u64,
+    index: u8,
+    own: DiskLegState,
+    clean: bool,
 }
 
 impl Seen {
     const NONE: Seen = Seen {
         mirror: [0; 16],
         uuid: [0; 16],
-        index: 0,
-        own: DiskLegState::Empty,
         generation: 0,
         seq: 0,
-        clean: false,
-        sectors: 0,
-        sector_size: 0,
         region_sectors: 0,
         data_sectors: 0,
+        index: 0,
+        own: DiskLegState::Empty,
+        clean: false,
     };
 }
 
-/// Decode one leg and check what can be checked on it alone.
-#[inline(never)]
-fn read_leg<'a>(l: &LegRead<'a>) -> Result<Superblock, AssembleError<'a>> {
-    let sb = l.superblock().map_err(|error| AssembleError::Unreadable {
+/// The working memory of [`assemble_into`] (about 2.3 KiB): a summary of every present leg.
+/// A host with a small stack can keep it elsewhere (the C glue keeps it in the caller's output
+/// structure until it writes the answer there).
+pub struct Workspace {
+    seen: [Seen; MAX_LEGS],
+}
+
+impl Workspace {
+    pub const NEW: Workspace = Workspace {
+        seen: [Seen::NONE; MAX_LEGS],
+    };
+}
+
+/// Decode one leg into `sb` and check what can be checked on it alone: that it was read with the
+/// sector size it records, and is the size it records.
+fn read_leg_into<'a>(l: &LegRead<'a>, sb: &mut Superblock) -> Result<(), AssembleError<'a>> {
+    decode_newest_into(l.slot0, l.slot1, sb).map_err(|error| AssembleError::Unreadable {
         leg: l.label,
         error,
     })?;
@@ -259,34 +290,36 @@ fn read_leg<'a>(l: &LegRead<'a>) -> Result<Superblock, AssembleError<'a>> {
             actual: l.sectors,
         });
     }
-    Ok(sb)
+    Ok(())
+}
+
+/// Input leg `i` of `legs` (which has it: every caller iterates below `count()`).
+fn input<'a, L: Legs<'a> + ?Sized>(legs: &L, i: usize) -> Result<LegRead<'a>, AssembleError<'a>> {
+    legs.leg(i).ok_or(AssembleError::NoUsableLeg)
 }
 
 fn bit(mask: u32, i: usize) -> bool {
     i < 32 && mask & (1u32 << i) != 0
 }
 
-// The helpers below decode superblocks in their own (not inlined) frames, so that no more than
-// two decoded superblocks (~1.4 KiB each) are alive at once and `assemble` itself holds only the
-// winner's: assembly must also fit a kernel thread's stack.
+// Every helper below decodes into the one superblock `sb` its caller lends (the answer's
+// `winner`, before the winner is known): assembly never holds more than that one decoded
+// superblock, so that it fits a kernel thread's stack (tests/kernel-stack-report.sh).
 
 /// What assembly keeps of one leg.
-#[inline(never)]
-fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
-    let sb = read_leg(l)?;
+fn summarize<'a>(l: &LegRead<'a>, sb: &mut Superblock) -> Result<Seen, AssembleError<'a>> {
+    read_leg_into(l, sb)?;
     let own = sb.own();
     Ok(Seen {
         mirror: sb.mirror_uuid,
         uuid: own.uuid,
-        index: sb.leg_index,
-        own: own.state,
         generation: sb.generation,
         seq: sb.seq,
-        clean: sb.clean,
-        sectors: own.sectors,
-        sector_size: sb.sector_size,
         region_sectors: sb.region_sectors,
         data_sectors: sb.data_sectors,
+        index: sb.leg_index,
+        own: own.state,
+        clean: sb.clean,
     })
 }
 
@@ -295,9 +328,13 @@ fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
 /// generation is at or past the generation at which it was recorded out). A leg recorded as
 /// rebuilding is still in the mirror: it takes every write, so a leg that saw it rebuilding did
 /// not run without it. A leg recorded out at a generation it never reached is merely stale.
-#[inline(never)]
-fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, AssembleError<'a>> {
-    let sb = read_leg(l)?;
+fn out_of_sync_row<'a>(
+    l: &LegRead<'a>,
+    i: usize,
+    seen: &[Seen],
+    sb: &mut Superblock,
+) -> Result<u32, AssembleError<'a>> {
+    read_leg_into(l, sb)?;
     let mut row = 0u32;
     for (j, s) in seen.iter().enumerate().take(32) {
         // Removed slots too: they record when the leg was removed.
@@ -316,33 +353,30 @@ fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, 
     Ok(row)
 }
 
-/// A leg table without rebuild progress: what a generation's history is.
-#[derive(PartialEq, Eq)]
-struct History {
-    nlegs: u8,
-    legs: [([u8; 16], DiskLegState); MAX_LEGS],
-}
-
-#[inline(never)]
-fn history<'a>(l: &LegRead<'a>) -> Result<History, AssembleError<'a>> {
-    let sb = read_leg(l)?;
-    let mut h = History {
-        nlegs: sb.nlegs,
-        legs: [([0; 16], DiskLegState::Empty); MAX_LEGS],
-    };
-    for (dst, src) in h.legs.iter_mut().zip(sb.legs.iter()) {
+/// The two legs' tables hold the same UUIDs in the same states (rebuild progress may differ):
+/// the same history. One table is copied out (uuids and states only), the other compared in
+/// place.
+fn same_history<'a>(
+    a: &LegRead<'a>,
+    b: &LegRead<'a>,
+    sb: &mut Superblock,
+) -> Result<bool, AssembleError<'a>> {
+    read_leg_into(a, sb)?;
+    let nlegs = sb.nlegs;
+    let mut table = [([0u8; 16], DiskLegState::Empty); MAX_LEGS];
+    for (dst, src) in table.iter_mut().zip(sb.legs.iter()) {
         *dst = (src.uuid, src.state);
     }
-    Ok(h)
+    read_leg_into(b, sb)?;
+    Ok(nlegs == sb.nlegs
+        && table
+            .iter()
+            .zip(sb.legs.iter())
+            .all(|(x, e)| *x == (e.uuid, e.state)))
 }
 
-/// The two legs' tables hold the same UUIDs in the same states (rebuild progress may differ).
-fn same_history<'a>(a: &LegRead<'a>, b: &LegRead<'a>) -> Result<bool, AssembleError<'a>> {
-    Ok(history(a)? == history(b)?)
-}
-
-fn label<'a>(legs: &[LegRead<'a>], i: usize) -> &'a str {
-    legs.get(i).map_or("?", |l| l.label)
+fn label<'a, L: Legs<'a> + ?Sized>(legs: &L, i: usize) -> &'a str {
+    legs.leg(i).map_or("?", |l| l.label)
 }
 
 fn seen_at(seen: &[Seen], i: usize) -> Seen {
@@ -351,18 +385,17 @@ fn seen_at(seen: &[Seen], i: usize) -> Seen {
 
 /// Everything up to the choice of the winner: per-leg checks, mirror identity, duplicates, split
 /// brain. Returns the winner's input index, the inputs to rebuild in full, whether a split brain
-/// was resolved. Fills `seen_buf[..legs.len()]`. Not inlined: its working set is freed before
-/// `assemble` builds its answer.
-#[inline(never)]
-fn decide<'a>(
-    legs: &[LegRead<'a>],
+/// was resolved. Fills `seen_buf[..legs.count()]`; decodes into `sb` (scratch).
+fn decide<'a, L: Legs<'a> + ?Sized>(
+    legs: &L,
     choose: Option<[u8; 16]>,
     seen_buf: &mut [Seen; MAX_LEGS],
+    sb: &mut Superblock,
 ) -> Result<(usize, u32, bool), AssembleError<'a>> {
-    let n = legs.len();
+    let n = legs.count();
     // Pass 1: decode every leg alone.
-    for (s, l) in seen_buf.iter_mut().zip(legs) {
-        *s = summarize(l)?;
+    for (i, s) in seen_buf.iter_mut().enumerate().take(n) {
+        *s = summarize(&input(legs, i)?, sb)?;
     }
     let seen: &[Seen] = seen_buf.get(..n).unwrap_or(&[]);
 
@@ -397,8 +430,8 @@ fn decide<'a>(
     // Pass 2: who each leg thinks has left. Bit j of `out_of_sync[i]`: leg i's table records leg
     // j as out of the mirror (or does not know it).
     let mut out_of_sync = [0u32; MAX_LEGS];
-    for (i, (l, row)) in legs.iter().zip(out_of_sync.iter_mut()).enumerate() {
-        *row = out_of_sync_row(l, i, seen)?;
+    for (i, row) in out_of_sync.iter_mut().enumerate().take(n) {
+        *row = out_of_sync_row(&input(legs, i)?, i, seen, sb)?;
     }
     let mutual = |i: usize, j: usize| -> bool {
         let (a, b) = (seen_at(seen, i), seen_at(seen, j));
@@ -428,10 +461,7 @@ fn decide<'a>(
             else {
                 continue;
             };
-            let (Some(a), Some(b)) = (legs.get(f), legs.get(i)) else {
-                continue;
-            };
-            if !same_history(a, b)? {
+            if !same_history(&input(legs, f)?, &input(legs, i)?, sb)? {
                 split = Some((f, i));
                 break;
             }
@@ -462,20 +492,14 @@ fn decide<'a>(
                     leg: label(legs, x),
                 });
             }
-            let Some(lx) = legs.get(x) else {
-                return Err(AssembleError::NoUsableLeg);
-            };
+            let lx = input(legs, x)?;
             for (j, s) in seen.iter().enumerate() {
                 if j == x {
                     continue;
                 }
                 let diverged = mutual(x, j)
                     || s.generation > sx.generation
-                    || (s.generation == sx.generation
-                        && match legs.get(j) {
-                            Some(l) => !same_history(lx, l)?,
-                            None => false,
-                        });
+                    || (s.generation == sx.generation && !same_history(&lx, &input(legs, j)?, sb)?);
                 if diverged {
                     forced_full |= 1u32 << j;
                 }
@@ -501,11 +525,28 @@ fn decide<'a>(
 /// Decide the mirror's starting state from the legs present (any subset, any order).
 /// `choose` names (by leg UUID) the leg whose view wins a split brain; it is consulted only when
 /// there is one, but must name a present leg in any case.
+///
+/// The answer is ~4.3 KiB and the work ~2.3 KiB more: a host with a small stack (a kernel
+/// thread) calls [`assemble_into`] with memory of its own instead.
 pub fn assemble<'a>(
     legs: &[LegRead<'a>],
     choose: Option<[u8; 16]>,
 ) -> Result<Assembly, AssembleError<'a>> {
-    let n = legs.len();
+    let mut work = Workspace::NEW;
+    let mut a = Assembly::EMPTY;
+    assemble_into(legs, choose, &mut work, &mut a)?;
+    Ok(a)
+}
+
+/// [`assemble`], building the answer in `out` and working in `work`, both the caller's memory:
+/// the call itself needs about 1 KiB of stack. On error `out` holds an unspecified value.
+pub fn assemble_into<'a, L: Legs<'a> + ?Sized>(
+    legs: &L,
+    choose: Option<[u8; 16]>,
+    work: &mut Workspace,
+    out: &mut Assembly,
+) -> Result<(), AssembleError<'a>> {
+    let n = legs.count();
     if n == 0 {
         return Err(AssembleError::NoLegs);
     }
@@ -513,46 +554,62 @@ pub fn assemble<'a>(
         return Err(AssembleError::TooManyLegs { count: n });
     }
 
-    // Phase 1 picks the winner; then its table decides every slot (the answer is built in place).
-    let mut seen_buf = [Seen::NONE; MAX_LEGS];
-    let (winner_input, forced_full, resolved) = decide(legs, choose, &mut seen_buf)?;
-    let seen: &[Seen] = seen_buf.get(..n).unwrap_or(&[]);
-    let Some(wl) = legs.get(winner_input) else {
-        return Err(AssembleError::NoUsableLeg);
-    };
-    let mut a = Assembly {
-        winner: read_leg(wl)?,
-        winner_input,
+    // Phase 1 picks the winner (decoding each leg into `out.winner` in turn); then the winner's
+    // table decides every slot (the answer is built in place).
+    let (winner_input, forced_full, resolved) =
+        decide(legs, choose, &mut work.seen, &mut out.winner)?;
+    let seen: &[Seen] = work.seen.get(..n).unwrap_or(&[]);
+    read_leg_into(&input(legs, winner_input)?, &mut out.winner)?;
+    out.winner_input = winner_input;
+    out.slot_of_input = [0; MAX_LEGS];
+    out.input_of_slot = [None; MAX_LEGS];
+    out.legs = [LegInit::EMPTY; MAX_LEGS];
+    out.authoritative = 0;
+    out.generation = seen.iter().map(|s| s.generation).max().unwrap_or(0);
+    out.seq = seen.iter().map(|s| s.seq).max().unwrap_or(0);
+    out.leg_seq = [0; MAX_LEGS];
+    out.clean = true;
+    out.split_brain_resolved = resolved;
+    out.dirty_from = 0;
+    out.tracking_needed = 0;
+    out.tracking_from = None;
+    out.settle(legs, seen, forced_full)
+}
+
+impl Assembly {
+    /// A blank answer (no legs): the starting value of memory given to [`assemble_into`].
+    pub const EMPTY: Assembly = Assembly {
+        winner: Superblock::ZEROED,
+        winner_input: 0,
         slot_of_input: [0; MAX_LEGS],
         input_of_slot: [None; MAX_LEGS],
         legs: [LegInit::EMPTY; MAX_LEGS],
         authoritative: 0,
-        generation: seen.iter().map(|s| s.generation).max().unwrap_or(0),
-        seq: seen.iter().map(|s| s.seq).max().unwrap_or(0),
+        generation: 0,
+        seq: 0,
         leg_seq: [0; MAX_LEGS],
         clean: true,
-        split_brain_resolved: resolved,
+        split_brain_resolved: false,
         dirty_from: 0,
         tracking_needed: 0,
         tracking_from: None,
     };
-    a.settle(legs, seen, forced_full)?;
-    Ok(a)
 }
 
 impl Assembly {
     /// Membership and geometry of every present leg against the winner, then every slot's
     /// starting state, the authoritative leg, the bitmaps to read.
-    fn settle<'a>(
+    fn settle<'a, L: Legs<'a> + ?Sized>(
         &mut self,
-        legs: &[LegRead<'a>],
+        legs: &L,
         seen: &[Seen],
         forced_full: u32,
     ) -> Result<(), AssembleError<'a>> {
         let winner = &self.winner;
         // Membership and geometry against the winner.
         for (i, (s, slot)) in seen.iter().zip(self.slot_of_input.iter_mut()).enumerate() {
-            let leg = label(legs, i);
+            let l = input(legs, i)?;
+            let leg = l.label;
             let k = winner
                 .find_leg(&s.uuid)
                 .ok_or(AssembleError::NotMember { leg })?;
@@ -562,7 +619,9 @@ impl Assembly {
                     field: "leg index",
                 });
             }
-            if s.sector_size != winner.sector_size {
+            // read_leg_into checked that the leg records the sector size and size it was read
+            // with.
+            if l.sector_size != winner.sector_size {
                 return Err(AssembleError::Geometry {
                     leg,
                     field: "sector size",
@@ -581,11 +640,11 @@ impl Assembly {
                 });
             }
             let recorded = winner.legs.get(usize::from(k)).map_or(0, |e| e.sectors);
-            if recorded != s.sectors {
+            if recorded != l.sectors {
                 return Err(AssembleError::WrongSize {
                     leg,
                     recorded,
-                    actual: s.sectors,
+                    actual: l.sectors,
                 });
             }
             *slot = k;
