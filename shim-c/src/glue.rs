@@ -75,7 +75,8 @@ pub struct Glue {
     alloc_size: usize,
     /// Set while the core runs inside an entry point (re-entry detection).
     in_core: bool,
-    mirror: Mirror<'static>,
+    /// Always `Some` in a live handle: `Mirror::new_in` builds the mirror in place here.
+    mirror: Option<Mirror<'static>>,
 }
 
 static_assertions::const_assert!(align_of::<Glue>() <= GLUE_ALIGN);
@@ -205,7 +206,10 @@ unsafe fn with_mirror(
         let mut host = GlueHost { ops, ctx };
         // SAFETY: the only `&mut` to the mirror field; no other exists (in_core was false, and
         // calls are serialized), and it does not outlive this call.
-        let rc = f(unsafe { &mut *addr_of_mut!((*g).mirror) }, &mut host);
+        let rc = match unsafe { &mut *addr_of_mut!((*g).mirror) } {
+            Some(mirror) => f(mirror, &mut host),
+            None => DMIRROR_EINVAL,
+        };
         // SAFETY: as above.
         unsafe { ptr::write(in_core, false) };
         rc
@@ -742,17 +746,20 @@ fn build(ops: Ops, ctx: *mut c_void, cfg: &Config, init: &Init<'_>) -> Result<*m
         core::slice::from_raw_parts_mut(base.add(CORE_OFFSET), size.saturating_sub(CORE_OFFSET))
     };
     let g = base.cast::<Glue>();
-    // The Mirror is several KiB: write it straight into its place in the block rather than
-    // moving it through a Glue temporary (each move is a copy on the kernel stack).
-    match Mirror::new(cfg, init, mem) {
-        // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits
-        // before CORE_OFFSET; the field is written once, before any read.
-        Ok(m) => unsafe { addr_of_mut!((*g).mirror).write(m) },
-        Err(e) => {
-            // SAFETY: `mem` was moved into the failed `new` and is gone; free the block.
-            unsafe { (ops.free)(ctx, base.cast(), size) };
-            return Err(config_error(e));
-        }
+    // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits before
+    // CORE_OFFSET; `mirror` is written (None) before the only reference to it is formed.
+    let place = unsafe {
+        let p = addr_of_mut!((*g).mirror);
+        p.write(None);
+        &mut *p
+    };
+    // The Mirror is built straight into its place in the block: moving it through temporaries
+    // would copy it on the kernel stack.
+    if let Err(e) = Mirror::new_in(cfg, init, mem, place) {
+        // SAFETY: `mem` was moved into the failed `new_in` and `place` is None again; nothing
+        // refers to the block: free it.
+        unsafe { (ops.free)(ctx, base.cast(), size) };
+        return Err(config_error(e));
     }
     // SAFETY: as above, the remaining fields.
     unsafe {
@@ -802,12 +809,12 @@ pub unsafe extern "C" fn dmirror_create(
         Ok(c) => c,
         Err(r) => return refuse(&ops, ctx, why, r),
     };
+    let mut core_init = Init::EMPTY;
     // SAFETY: the bitmaps are valid for the duration of this call (caller's contract); `init`
     // does not outlive it.
-    let core_init = match unsafe { init_from_c(&cfg, c_init) } {
-        Ok(i) => i,
-        Err(r) => return refuse(&ops, ctx, why, r),
-    };
+    if let Err(r) = unsafe { init_from_c(&cfg, c_init, &mut core_init) } {
+        return refuse(&ops, ctx, why, r);
+    }
     match build(ops, ctx, &cfg, &core_init) {
         Ok(g) => {
             // SAFETY: checked non-NULL and aligned above.
@@ -969,8 +976,9 @@ fn create_assembled(
     if !a.init.dirty.bits.is_null() || a.init.tracking.iter().any(|t| !t.bits.is_null()) {
         return Err(bitmap);
     }
+    let mut init = Init::EMPTY;
     // SAFETY: no bitmap pointer (checked just above).
-    let mut init = unsafe { init_from_c(&cfg, &a.init) }?;
+    unsafe { init_from_c(&cfg, &a.init, &mut init) }?;
     if a.clean == 0 && a.dirty.iter().any(|d| d.needed != 0) {
         let acc = scratch.alloc(bm_bytes)?;
         let buf = scratch.alloc(bm_bytes)?;
@@ -1055,7 +1063,8 @@ pub unsafe extern "C" fn dmirror_status(m: *mut dmirror, out: *mut dmirror_statu
         return DMIRROR_EINVAL;
     }
     let fill = |mir: &mut Mirror<'static>, _: &mut GlueHost| {
-        let s = mir.status();
+        let mut s = ::dmirror::Status::EMPTY;
+        mir.status_into(&mut s);
         // SAFETY: checked non-NULL and aligned; all fields are plain data, so zero, then fill.
         let o = unsafe {
             ptr::write_bytes(out, 0, 1);

@@ -60,6 +60,18 @@ pub struct Init<'i> {
 }
 
 impl<'i> Init<'i> {
+    /// No legs, no history: the starting value of an `Init` a host fills field by field.
+    pub const EMPTY: Init<'i> = Init {
+        mirror_uuid: [0; 16],
+        name: [0; 32],
+        generation: 0,
+        seq: 0,
+        authoritative: 0,
+        legs: [LegInit::EMPTY; MAX_LEGS],
+        dirty: None,
+        tracking: [None; MAX_LEGS],
+    };
+
     /// A mirror with no history: legs `0..legs` present, leg 0 authoritative and in sync, the
     /// others in sync too when `assume_clean`, rebuilding from leg 0 otherwise. The UUIDs are
     /// fixed placeholders (non-zero, distinct per leg): a host labelling real devices replaces
