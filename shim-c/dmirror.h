@@ -443,6 +443,44 @@ struct dmirror_assembly {
 int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads, const uint8_t *choose,
     struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len);
 
+/* ---- Identify one device without assembling it ----
+ * (Block added with the small-stack assembly work; keep it together.) */
+
+/* What one device's newest valid superblock says about the device itself. */
+struct dmirror_identity {
+	uint8_t mirror_uuid[16];
+	uint8_t name[32];            /* the mirror's name, NUL-padded */
+	uint8_t leg_uuid[16];        /* this device's own leg uuid */
+	uint64_t generation;         /* of this superblock */
+	uint64_t seq;                /* of this superblock (its slot is seq & 1) */
+	uint64_t data_sectors;       /* the mirror's size */
+	uint64_t region_sectors;
+	uint64_t leg_sectors;        /* this leg's size as recorded (== the device's: checked) */
+	uint64_t rebuild_checkpoint; /* state REBUILDING: regions already copied */
+	uint32_t sector_size;        /* the mirror's sector size */
+	uint32_t state;              /* DMIRROR_LEG_*: what this superblock records for itself */
+	uint8_t leg;                 /* this device's slot in the mirror's leg table */
+	uint8_t nlegs;               /* leg slots of the mirror */
+	uint8_t clean;               /* 1: this superblock records a clean shutdown */
+	uint8_t rebuild_full;        /* state REBUILDING: 1 = a full copy */
+	uint8_t _pad[4];
+};
+
+/*
+ * Decode the superblock slots of one device (r: as for dmirror_assemble(); r->label is not used)
+ * and say what it records about itself, without assembling or judging it: a stale, rebuilding or
+ * failed leg is identified as such, never refused. A shim that finds devices one at a time (a
+ * GEOM taste) recognises any member of a mirror by mirror_uuid / leg_uuid / leg, and leaves the
+ * decision to dmirror_assemble() over all of them. Refused (DMIRROR_EINVAL, why->leg = 0) only
+ * when the device cannot be read as a leg: no valid slot (DMIRROR_WHY_NO_METADATA), read with
+ * another sector size than it records (DMIRROR_WHY_READ_SECTOR_SIZE, why->value = the recorded
+ * one: read it again with that size), not the size it records (DMIRROR_WHY_WRONG_SIZE,
+ * why->value = the recorded sectors). *out is zeroed on failure.
+ * Pure: never sleeps, no callbacks, writes nothing to the device; about 2 KiB of stack.
+ */
+int dmirror_identify(const struct dmirror_leg_read *r, struct dmirror_identity *out,
+    struct dmirror_why *why);
+
 /* ---- One mirror ---- */
 
 /*

@@ -331,6 +331,14 @@ fn why_bytes(code: u32) -> &'static [u8] {
         DMIRROR_WHY_BITMAP => b"bitmap pointer/length inconsistent or too short\0",
         DMIRROR_WHY_NO_METADATA => b"no valid metadata found\0",
         DMIRROR_WHY_CONFLICT => b"legs disagree or belong to other mirrors\0",
+        DMIRROR_WHY_READ_SECTOR_SIZE => b"read with another sector size than recorded\0",
+        DMIRROR_WHY_WRONG_SIZE => b"device is not the size its metadata records\0",
+        DMIRROR_WHY_DUPLICATE => b"the same leg given twice\0",
+        DMIRROR_WHY_NOT_MEMBER => b"no longer a leg of this mirror (removed or replaced)\0",
+        DMIRROR_WHY_GEOMETRY => b"disagrees with the newest metadata on the geometry\0",
+        DMIRROR_WHY_SPLIT_BRAIN => b"split brain: name the leg whose data wins\0",
+        DMIRROR_WHY_CHOSEN => b"the leg chosen to win is absent or not in sync\0",
+        DMIRROR_WHY_NO_USABLE_LEG => b"no present leg holds a full copy of the data\0",
         _ => b"unknown reason\0",
     }
 }
@@ -671,6 +679,66 @@ fn assembly_to_c(
         *d = plan(asm.dirty_read(k as u8));
         *t = plan(asm.tracking_read(k as u8));
     }
+}
+
+/// See dmirror.h.
+///
+/// # Safety
+/// `r` NULL or a valid `dmirror_leg_read` (its name and slot buffers as for `dmirror_assemble`);
+/// `out` NULL or writable; `why` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmirror_identify(
+    r: *const dmirror_leg_read,
+    out: *mut dmirror_identity,
+    why: *mut dmirror_why,
+) -> c_int {
+    set_why(why, DMIRROR_WHY_NONE, 0);
+    if r.is_null() || !r.is_aligned() || out.is_null() || !out.is_aligned() {
+        return DMIRROR_EINVAL;
+    }
+    // SAFETY: checked non-NULL and aligned; plain data: zero it (the answer on failure).
+    let o = unsafe {
+        ptr::write_bytes(out, 0, 1);
+        &mut *out
+    };
+    // SAFETY: the caller's contract: one valid structure.
+    let c_reads = unsafe { core::slice::from_raw_parts(r, 1) };
+    // SAFETY: the caller's contract for the name and the slot buffers.
+    let legs = unsafe { CLegs::new(c_reads) };
+    let Some(leg) = legs.leg(0) else {
+        // A slot pointer with an impossible length.
+        set_why(why, DMIRROR_WHY_NO_METADATA, 0);
+        return DMIRROR_EINVAL;
+    };
+    match ::dmirror::assemble::identify(&leg) {
+        Ok(id) => {
+            identity_to_c(&id, o);
+            0
+        }
+        Err(e) => {
+            let r = assemble_error(&e, &legs);
+            set_why_r(why, &r);
+            r.errno
+        }
+    }
+}
+
+fn identity_to_c(id: &::dmirror::assemble::Identity, o: &mut dmirror_identity) {
+    o.mirror_uuid = id.mirror_uuid;
+    o.name = id.name;
+    o.leg_uuid = id.leg_uuid;
+    o.generation = id.generation;
+    o.seq = id.seq;
+    o.data_sectors = id.data_sectors;
+    o.region_sectors = id.region_sectors;
+    o.leg_sectors = id.leg_sectors;
+    o.rebuild_checkpoint = id.rebuild_checkpoint;
+    o.sector_size = id.sector_size;
+    o.state = leg_state_to_c(id.state.into());
+    o.leg = id.leg_index;
+    o.nlegs = id.nlegs;
+    o.clean = u8::from(id.clean);
+    o.rebuild_full = u8::from(id.rebuild_full);
 }
 
 /// See dmirror.h.
@@ -1264,6 +1332,7 @@ same_signature! {
     dmirror_sb_location(_, _, _, _, _);
     dmirror_max_data_sectors(_, _, _, _);
     dmirror_assemble(_, _, _, _, _, _, _);
+    dmirror_identify(_, _, _);
     dmirror_create(_, _, _, _, _, _, _);
     dmirror_create_assembled(_, _, _, _, _, _);
     dmirror_submit(_, _);

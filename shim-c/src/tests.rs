@@ -258,11 +258,14 @@ fn leg_io_and_events_convert() {
 
 #[test]
 fn why_strings_are_nul_terminated() {
-    for code in 0..=20u32 {
+    for code in 0..=DMIRROR_WHY_NO_USABLE_LEG + 1 {
         let p = dmirror_why_str(code);
         // SAFETY: the glue returns static NUL-terminated strings.
         let s = unsafe { core::ffi::CStr::from_ptr(p) };
         assert!(!s.to_bytes().is_empty());
+        // Every defined code has its own description.
+        let unknown = s.to_bytes() == b"unknown reason";
+        assert_eq!(unknown, code > DMIRROR_WHY_NO_USABLE_LEG, "code {code}");
     }
 }
 

@@ -522,6 +522,65 @@ fn decide<'a, L: Legs<'a> + ?Sized>(
     Ok((winner_input, forced_full, split.is_some()))
 }
 
+/// What one device says about itself: its newest valid superblock, read as it is, without
+/// judging it against any other leg (that is assembly's job: [`assemble`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub mirror_uuid: [u8; 16],
+    /// NUL-padded.
+    pub name: [u8; 32],
+    /// This device's own leg UUID and slot in the leg table.
+    pub leg_uuid: [u8; 16],
+    pub leg_index: u8,
+    /// Leg slots of the mirror.
+    pub nlegs: u8,
+    /// The state this device's superblock records for the device itself, and its rebuild
+    /// progress when that is `Rebuilding`.
+    pub state: DiskLegState,
+    pub rebuild_full: bool,
+    pub rebuild_checkpoint: u64,
+    pub generation: u64,
+    pub seq: u64,
+    /// The superblock says the mirror was shut down cleanly.
+    pub clean: bool,
+    pub sector_size: u32,
+    pub region_sectors: u64,
+    pub data_sectors: u64,
+    /// This leg's size as recorded (the device's size: [`identify`] checks it).
+    pub leg_sectors: u64,
+}
+
+/// Read what one device says about itself. Refuses only a device that cannot be read as a leg:
+/// no valid superblock slot ([`AssembleError::Unreadable`]), read with another sector size than
+/// the one it records ([`AssembleError::SectorSize`]: read again with that size), or not the size
+/// it records ([`AssembleError::WrongSize`]: its metadata is not at the end of this device).
+/// Whether the device is stale, rebuilding, failed or removed is not judged: a host that finds
+/// devices one by one (a GEOM taste) recognises every member of a mirror by its UUIDs and leaves
+/// the decision to [`assemble`] over all of them. Needs one decoded superblock (~1.6 KiB) of
+/// stack.
+pub fn identify<'a>(leg: &LegRead<'a>) -> Result<Identity, AssembleError<'a>> {
+    let mut sb = Superblock::ZEROED;
+    read_leg_into(leg, &mut sb)?;
+    let own = sb.own();
+    Ok(Identity {
+        mirror_uuid: sb.mirror_uuid,
+        name: sb.name,
+        leg_uuid: own.uuid,
+        leg_index: sb.leg_index,
+        nlegs: sb.nlegs,
+        state: own.state,
+        rebuild_full: own.full,
+        rebuild_checkpoint: own.checkpoint,
+        generation: sb.generation,
+        seq: sb.seq,
+        clean: sb.clean,
+        sector_size: sb.sector_size,
+        region_sectors: sb.region_sectors,
+        data_sectors: sb.data_sectors,
+        leg_sectors: own.sectors,
+    })
+}
+
 /// Decide the mirror's starting state from the legs present (any subset, any order).
 /// `choose` names (by leg UUID) the leg whose view wins a split brain; it is consulted only when
 /// there is one, but must name a present leg in any case.
@@ -961,6 +1020,90 @@ mod tests {
         checkpoint: 0,
         full: true,
     };
+
+    #[test]
+    fn identify_reports_what_a_device_says_without_judging() {
+        let (sb, mut disks) = mirror(3);
+        // Leg 2 was being rebuilt (a full copy, 5 regions done) when the mirror stopped; leg 1
+        // is stale (it missed that generation).
+        let mut s = change(&sb, 2, DiskLegState::Rebuilding);
+        s.legs[2].full = true;
+        s.legs[2].checkpoint = 5;
+        s.clean = false;
+        s.name[..4].copy_from_slice(b"data");
+        disks[0].put(&s, 0, 1);
+        disks[2].put(&s, 2, 1);
+        let id = identify(&disks[2].read()).unwrap();
+        assert_eq!(id.mirror_uuid, MIRROR);
+        assert_eq!(&id.name[..5], b"data\0");
+        assert_eq!((id.leg_uuid, id.leg_index, id.nlegs), (uuid(2), 2, 3));
+        assert_eq!(id.state, DiskLegState::Rebuilding);
+        assert_eq!((id.rebuild_full, id.rebuild_checkpoint), (true, 5));
+        assert_eq!((id.generation, id.seq, id.clean), (2, 1, false));
+        assert_eq!((id.sector_size, id.region_sectors), (512, 1024));
+        assert_eq!((id.data_sectors, id.leg_sectors), (sb.data_sectors, LEG));
+        // Alone, that device assembles into nothing usable; identify does not judge.
+        assert_eq!(
+            assemble(&reads(&disks, &[2]), None).unwrap_err(),
+            AssembleError::NoUsableLeg
+        );
+        // The stale leg says what it last knew.
+        let stale = identify(&disks[1].read()).unwrap();
+        assert_eq!(
+            (stale.state, stale.generation, stale.seq),
+            (DiskLegState::InSync, 1, 0)
+        );
+        assert!(stale.clean);
+        // Together they assemble, and the rebuilding leg resumes from its checkpoint.
+        let a = assemble(&reads(&disks, &[2, 1, 0]), None).unwrap();
+        assert_eq!(
+            a.legs[2].rebuild,
+            Rebuild {
+                checkpoint: 5,
+                full: true
+            }
+        );
+        assert_eq!(a.legs[2].state, LegState::Rebuilding);
+    }
+
+    #[test]
+    fn identify_refuses_only_what_cannot_be_read_as_a_leg() {
+        let (_, disks) = mirror(2);
+        let blank = Disk::new("/dev/blank", LEG, 512);
+        assert!(matches!(
+            identify(&blank.read()),
+            Err(AssembleError::Unreadable {
+                leg: "/dev/blank",
+                error: FormatError::Blank
+            })
+        ));
+        let mut wrong = disks[0].read();
+        wrong.sector_size = 4096;
+        wrong.sectors = LEG / 8;
+        assert!(matches!(
+            identify(&wrong),
+            Err(AssembleError::SectorSize {
+                read: 4096,
+                recorded: 512,
+                ..
+            })
+        ));
+        let mut small = disks[0].read();
+        small.sectors = LEG - 8;
+        assert!(matches!(
+            identify(&small),
+            Err(AssembleError::WrongSize {
+                recorded: LEG,
+                actual,
+                ..
+            }) if actual == LEG - 8
+        ));
+        // One good slot is enough (the other torn).
+        let mut torn = Disk::new("/dev/a", LEG, 512);
+        torn.slots[0] = disks[0].slots[0].clone();
+        torn.slots[1][100] = 0xff;
+        assert_eq!(identify(&torn.read()).unwrap().leg_index, 0);
+    }
 
     #[test]
     fn all_clean() {
