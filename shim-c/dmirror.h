@@ -463,7 +463,7 @@ struct dmirror_identity {
 	uint8_t nlegs;               /* leg slots of the mirror */
 	uint8_t clean;               /* 1: this superblock records a clean shutdown */
 	uint8_t rebuild_full;        /* state REBUILDING: 1 = a full copy */
-	uint8_t _pad[4];
+	uint32_t members;            /* bit k: its leg table has a leg (any state) in slot k */
 };
 
 /*

@@ -152,6 +152,7 @@ const_assert_eq!(offset_of!(dmirror_identity, leg), 120);
 const_assert_eq!(offset_of!(dmirror_identity, nlegs), 121);
 const_assert_eq!(offset_of!(dmirror_identity, clean), 122);
 const_assert_eq!(offset_of!(dmirror_identity, rebuild_full), 123);
+const_assert_eq!(offset_of!(dmirror_identity, members), 124);
 
 const_assert_eq!(size_of::<dmirror_assembly>(), 3792);
 const_assert_eq!(offset_of!(dmirror_assembly, config), 0);

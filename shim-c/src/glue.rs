@@ -739,6 +739,7 @@ fn identity_to_c(id: &::dmirror::assemble::Identity, o: &mut dmirror_identity) {
     o.nlegs = id.nlegs;
     o.clean = u8::from(id.clean);
     o.rebuild_full = u8::from(id.rebuild_full);
+    o.members = id.members;
 }
 
 /// See dmirror.h.

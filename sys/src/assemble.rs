@@ -548,6 +548,8 @@ pub struct Identity {
     pub data_sectors: u64,
     /// This leg's size as recorded (the device's size: [`identify`] checks it).
     pub leg_sectors: u64,
+    /// Bit k: the leg table this device holds has a leg (in any state) in slot k.
+    pub members: u32,
 }
 
 /// Read what one device says about itself. Refuses only a device that cannot be read as a leg:
@@ -578,6 +580,13 @@ pub fn identify<'a>(leg: &LegRead<'a>) -> Result<Identity, AssembleError<'a>> {
         region_sectors: sb.region_sectors,
         data_sectors: sb.data_sectors,
         leg_sectors: own.sectors,
+        members: sb
+            .legs
+            .iter()
+            .take(usize::from(sb.nlegs))
+            .enumerate()
+            .filter(|(_, e)| e.state != DiskLegState::Empty)
+            .fold(0u32, |m, (k, _)| m | 1u32 << k),
     })
 }
 
@@ -1042,6 +1051,7 @@ mod tests {
         assert_eq!((id.generation, id.seq, id.clean), (2, 1, false));
         assert_eq!((id.sector_size, id.region_sectors), (512, 1024));
         assert_eq!((id.data_sectors, id.leg_sectors), (sb.data_sectors, LEG));
+        assert_eq!(id.members, 0b111);
         // Alone, that device assembles into nothing usable; identify does not judge.
         assert_eq!(
             assemble(&reads(&disks, &[2]), None).unwrap_err(),

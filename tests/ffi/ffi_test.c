@@ -45,6 +45,7 @@ _Static_assert(sizeof(struct dmirror_leg_read) == 64, "dmirror_leg_read");
 _Static_assert(sizeof(struct dmirror_identity) == 128, "dmirror_identity");
 _Static_assert(offsetof(struct dmirror_identity, sector_size) == 112, "dmirror_identity.sector_size");
 _Static_assert(offsetof(struct dmirror_identity, leg) == 120, "dmirror_identity.leg");
+_Static_assert(offsetof(struct dmirror_identity, members) == 124, "dmirror_identity.members");
 _Static_assert(sizeof(struct dmirror_why) == 16, "dmirror_why");
 
 #define SECTOR 512u
@@ -551,7 +552,7 @@ assembly_phase(struct host *h, struct dmirror_host_ops *ops)
 	check(rc == 0 && why.code == DMIRROR_WHY_NONE && id1.leg == 1 && id1.nlegs == NLEGS &&
 	    id1.state == DMIRROR_LEG_IN_SYNC && id1.sector_size == SECTOR &&
 	    id1.data_sectors == DATA_SECTORS && id1.region_sectors == REGION &&
-	    id1.leg_sectors == LEG_SECTORS && id1.clean == 1,
+	    id1.leg_sectors == LEG_SECTORS && id1.clean == 1 && id1.members == 3,
 	    "identify reads leg 1's own view: slot 1, in sync, the mirror's geometry, clean");
 	rc = identify_dev(h, 0, LEG_SECTORS, SECTOR, &id0, &why);
 	check(rc == 0 && id0.leg == 0 && memcmp(id0.mirror_uuid, id1.mirror_uuid, 16) == 0 &&
