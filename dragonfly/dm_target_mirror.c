@@ -878,8 +878,8 @@ dmm_activate(struct dmm_softc *sc)
 		 * (tests/kernel-stack-report.sh, which fails the kernel build past 8 KiB):
 		 * dmirror_assemble() ~6.1 KiB, dmirror_create_assembled() ~6.6 KiB, plus this
 		 * shim's worker frame (dmm_worker with dmm_activate and dmm_assemble inlined:
-		 * 920 bytes, clang -fstack-usage): ~7.5 KiB, the deepest path of the worker with
-		 * a status line (dmm_do_text > dmirror_dm_format_status, ~8.4 KiB).
+		 * 920 bytes, clang -fstack-usage): ~7.5 KiB, the worker's deepest path (a status
+		 * line, dmm_do_text > dmirror_dm_format_status: ~6 KiB).
 		 */
 	case DMIRROR_DM_LOG_CORE:
 		break;

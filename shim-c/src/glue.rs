@@ -295,7 +295,8 @@ pub unsafe extern "C" fn dmirror_init_fresh(
     {
         return DMIRROR_EINVAL;
     }
-    let fresh = Init::fresh(legs, leg_sectors, assume_clean != 0);
+    let mut fresh = Init::EMPTY;
+    fresh.fresh_into(legs, leg_sectors, assume_clean != 0);
     // SAFETY: checked non-NULL and aligned; every field is plain data (pointers set to NULL by
     // init_to_c), so writing a zeroed value first and then filling it is sound.
     let out = unsafe {
