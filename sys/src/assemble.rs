@@ -933,6 +933,7 @@ impl Assembly {
 mod tests {
     use super::*;
     use crate::format::{max_data_sectors, DiskLeg, SB_BYTES};
+    use std::format;
     use std::string::{String, ToString};
     use std::vec;
     use std::vec::Vec;
@@ -1502,6 +1503,55 @@ mod tests {
                     assemble(&r, Some([0x55; 16])).unwrap_err(),
                     AssembleError::ChosenAbsent { uuid: [0x55; 16] }
                 );
+            }
+        }
+    }
+
+    /// A `Legs` that is not a slice (as the C glue's), to drive `assemble_into` the way a
+    /// kernel host does.
+    struct ByIndex<'d>(&'d [Disk], &'d [usize]);
+
+    impl<'d> Legs<'d> for ByIndex<'d> {
+        fn count(&self) -> usize {
+            self.1.len()
+        }
+        fn leg(&self, i: usize) -> Option<LegRead<'d>> {
+            self.1.get(i).map(|&k| self.0[k].read())
+        }
+    }
+
+    #[test]
+    fn assemble_into_reused_memory_gives_what_assemble_gives() {
+        // One workspace and one answer, reused across very different assemblies (the C glue
+        // reuses a caller's out struct; nothing of a previous answer may leak into the next).
+        let mut work = Workspace::NEW;
+        let mut out = Assembly::EMPTY;
+        let (sb, mut disks) = mirror(3);
+        let mut s = change(&sb, 2, DiskLegState::Rebuilding);
+        s.legs[2].checkpoint = 7;
+        s.clean = false;
+        disks[0].put(&s, 0, 1);
+        disks[2].put(&s, 2, 1);
+        let (sb2, mut split) = mirror(2);
+        let sa = change(&sb2, 1, DiskLegState::Missing);
+        split[0].put(&sa, 0, 1);
+        let sbb = change(&sb2, 0, DiskLegState::Missing);
+        split[1].put(&sbb, 1, 1);
+        type Case<'c> = (&'c [Disk], &'c [usize], Option<[u8; 16]>);
+        let cases: [Case<'_>; 5] = [
+            (&disks, &[2, 0, 1], None),
+            (&split, &[1, 0], Some(uuid(1))),
+            (&disks, &[1], None),
+            (&split, &[0, 1], None),
+            (&disks, &[0, 2], None),
+        ];
+        for (d, order, choose) in cases {
+            let expected = assemble(&reads(d, order), choose);
+            let got = assemble_into(&ByIndex(d, order), choose, &mut work, &mut out);
+            match (expected, got) {
+                (Ok(a), Ok(())) => assert_eq!(format!("{a:?}"), format!("{out:?}")),
+                (Err(e), Err(g)) => assert_eq!(e, g),
+                (e, g) => panic!("assemble {e:?} but assemble_into {g:?}"),
             }
         }
     }
