@@ -918,10 +918,41 @@ impl Superblock {
         Ok(())
     }
 
+    /// A zeroed superblock (not a valid one): the starting value of memory given to
+    /// [`Superblock::decode_into`].
+    pub const ZEROED: Superblock = Superblock {
+        seq: 0,
+        generation: 0,
+        mirror_uuid: [0; 16],
+        leg_index: 0,
+        nlegs: 0,
+        authoritative: 0,
+        clean: false,
+        sector_size: 0,
+        region_sectors: 0,
+        data_sectors: 0,
+        bitmap_start: 0,
+        bitmap_sectors: 0,
+        tracking_start: 0,
+        read_policy: 0,
+        read_policy_arg: 0,
+        name: [0; 32],
+        legs: [DiskLeg::EMPTY; MAX_LEGS],
+    };
+
     /// Reads and validates a superblock from the first `SB_BYTES` of `buf` (the rest of a slot is
     /// ignored). Checks, in order: length, blank, magic, version, checksum, then every field.
-    #[inline(never)] // keeps its ~3 KiB of locals out of every caller's frame
     pub fn decode(buf: &[u8]) -> Result<Superblock, FormatError> {
+        let mut sb = Superblock::ZEROED;
+        Superblock::decode_into(buf, &mut sb)?;
+        Ok(sb)
+    }
+
+    /// [`Superblock::decode`] into memory the caller provides, so that a caller with little stack
+    /// (a kernel thread) never has a decoded superblock (~1.6 KiB) moved through temporaries.
+    /// On error `out` holds an unspecified (partly decoded) value.
+    #[inline(never)] // its reader's locals stay out of every caller's frame
+    pub fn decode_into(buf: &[u8], out: &mut Superblock) -> Result<(), FormatError> {
         let block = buf.get(..SB_BYTES).ok_or(FormatError::Truncated)?;
         let r = Reader(block);
         if r.bytes::<8>(OFF_MAGIC)? != MAGIC {
@@ -947,27 +978,24 @@ impl Superblock {
         {
             return Err(FormatError::BadField("reserved"));
         }
-        // Built in place (one superblock-sized local) to keep the frame small.
-        let mut sb = Superblock {
-            seq: r.u64(OFF_SEQ)?,
-            generation: r.u64(OFF_GENERATION)?,
-            mirror_uuid: r.bytes(OFF_MIRROR_UUID)?,
-            leg_index: r.u8(OFF_LEG_INDEX)?,
-            nlegs: r.u8(OFF_NLEGS)?,
-            authoritative: r.u8(OFF_AUTHORITATIVE)?,
-            clean: r.bool(OFF_CLEAN, "clean")?,
-            sector_size: r.u32(OFF_SECTOR_SIZE)?,
-            region_sectors: r.u64(OFF_REGION_SECTORS)?,
-            data_sectors: r.u64(OFF_DATA_SECTORS)?,
-            bitmap_start: r.u64(OFF_BITMAP_START)?,
-            bitmap_sectors: r.u64(OFF_BITMAP_SECTORS)?,
-            tracking_start: r.u64(OFF_TRACKING_START)?,
-            read_policy: r.u8(OFF_READ_POLICY)?,
-            read_policy_arg: r.u32(OFF_READ_POLICY_ARG)?,
-            name: r.bytes(OFF_NAME)?,
-            legs: [DiskLeg::EMPTY; MAX_LEGS],
-        };
-        for (k, leg) in sb.legs.iter_mut().enumerate() {
+        // Field by field into the caller's memory: no superblock-sized local.
+        out.seq = r.u64(OFF_SEQ)?;
+        out.generation = r.u64(OFF_GENERATION)?;
+        out.mirror_uuid = r.bytes(OFF_MIRROR_UUID)?;
+        out.leg_index = r.u8(OFF_LEG_INDEX)?;
+        out.nlegs = r.u8(OFF_NLEGS)?;
+        out.authoritative = r.u8(OFF_AUTHORITATIVE)?;
+        out.clean = r.bool(OFF_CLEAN, "clean")?;
+        out.sector_size = r.u32(OFF_SECTOR_SIZE)?;
+        out.region_sectors = r.u64(OFF_REGION_SECTORS)?;
+        out.data_sectors = r.u64(OFF_DATA_SECTORS)?;
+        out.bitmap_start = r.u64(OFF_BITMAP_START)?;
+        out.bitmap_sectors = r.u64(OFF_BITMAP_SECTORS)?;
+        out.tracking_start = r.u64(OFF_TRACKING_START)?;
+        out.read_policy = r.u8(OFF_READ_POLICY)?;
+        out.read_policy_arg = r.u32(OFF_READ_POLICY_ARG)?;
+        out.name = r.bytes(OFF_NAME)?;
+        for (k, leg) in out.legs.iter_mut().enumerate() {
             let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
             let mut since = [0u8; 8];
             for (k, b) in since.iter_mut().take(6).enumerate() {
@@ -982,8 +1010,7 @@ impl Superblock {
                 since: u64::from_le_bytes(since),
             };
         }
-        sb.validate()?;
-        Ok(sb)
+        out.validate()
     }
 }
 
@@ -1021,20 +1048,30 @@ pub fn newest(
     }
 }
 
-/// Decodes both slots of a leg and returns the superblock to believe, by the rule of [`newest`],
-/// holding at most one decoded superblock at a time (it decodes the chosen slot twice): for
-/// callers with little stack, such as a kernel thread.
+/// Decodes both slots of a leg and returns the superblock to believe, by the rule of [`newest`].
 pub fn decode_newest(slot0: &[u8], slot1: &[u8]) -> Result<Superblock, FormatError> {
-    match pick_slot(slot_seq(slot0), slot_seq(slot1))? {
-        0 => Superblock::decode(slot0),
-        _ => Superblock::decode(slot1),
-    }
+    let mut sb = Superblock::ZEROED;
+    decode_newest_into(slot0, slot1, &mut sb)?;
+    Ok(sb)
 }
 
-/// The seq of the superblock in `buf`, if it decodes.
-#[inline(never)]
-fn slot_seq(buf: &[u8]) -> Result<u64, FormatError> {
-    Superblock::decode(buf).map(|sb| sb.seq)
+/// [`decode_newest`] into memory the caller provides, the only superblock-sized memory it uses
+/// (it decodes each slot into `out`, and the chosen one again if it was not the last): for
+/// callers with little stack, such as a kernel thread. On error `out` holds an unspecified value.
+pub fn decode_newest_into(
+    slot0: &[u8],
+    slot1: &[u8],
+    out: &mut Superblock,
+) -> Result<(), FormatError> {
+    let s0 = Superblock::decode_into(slot0, out).map(|()| out.seq);
+    let s1 = Superblock::decode_into(slot1, out).map(|()| out.seq);
+    let slot1_ok = s1.is_ok();
+    match pick_slot(s0, s1)? {
+        0 => Superblock::decode_into(slot0, out),
+        // `out` holds slot 1 already (decoded last, and it decoded).
+        _ if slot1_ok => Ok(()),
+        _ => Superblock::decode_into(slot1, out),
+    }
 }
 
 /// The rule of [`newest`] on what decoding each slot gave (its seq, or why it is unusable):
