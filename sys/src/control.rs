@@ -190,7 +190,7 @@ impl<'a> Mirror<'a> {
         // I/O from before it left may still be in flight: harmless. Its writes belong to unfinished
         // entries that new writes and copies of the same range are ordered behind, metadata rounds
         // wait for it, and old copies cannot close a region of the new pass.
-        let meta = if self.log.persistent() {
+        let meta = if self.cfg.log == LogKind::OnLegs {
             crate::log::MetaLayout::for_leg(&self.cfg, sectors).ok_or(ControlError::TooSmall)?
         } else {
             if sectors < self.cfg.data_sectors {
