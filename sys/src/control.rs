@@ -40,8 +40,14 @@ impl<'a> Mirror<'a> {
             l.since = g;
         }
         match state {
-            // Regions with writes in flight may or may not have reached it: track them.
-            LegState::Missing => self.track_inflight(k),
+            // Regions with writes in flight may or may not have reached it: track them. So may
+            // the regions still marked in the write-intent bitmap: writes it completed there may
+            // sit in its volatile cache, never flushed (a bit is cleared only after a flush of
+            // every active leg, which it will miss), and a power loss would drop them.
+            LegState::Missing => {
+                self.track_inflight(k);
+                self.log.needs_sync_or_intent(k);
+            }
             _ => self.log.fill_needs(k, true),
         }
         self.log.request_super();

@@ -8,6 +8,12 @@
 //! every leg advances), so a write group's Journal step waits for one log-device round, whatever
 //! the number of legs.
 //!
+//! Clearing differs from on-leg metadata: there, the round's flush of a leg also makes that leg's
+//! data durable, which is what lets idle regions' bits be cleared after the gate round. The log
+//! device's flush says nothing about the legs' caches, so a **gate round** (the one clearing
+//! waits for, including the shutdown's) also flushes every active leg, and completes only when
+//! those flushes did too.
+//!
 //! # Log device failure
 //!
 //! The mirror never acknowledges a write whose durability depends on state it could not persist:
@@ -36,8 +42,12 @@ pub(crate) struct DevLog {
     pub(crate) lost: u64,
     /// The round in flight records a leg-state change.
     round_state: bool,
-    /// Writes of the round in flight not yet completed.
+    /// Log-device writes of the round in flight not yet completed.
     pending: u32,
+    /// Leg data flushes of the round in flight not yet completed (gate rounds).
+    legs_left: u32,
+    /// The round's log-device flush completed (or none was needed).
+    flushed: bool,
 }
 
 impl DevLog {
@@ -48,6 +58,8 @@ impl DevLog {
             lost: 0,
             round_state: false,
             pending: 0,
+            legs_left: 0,
+            flushed: false,
         }
     }
 
@@ -151,9 +163,21 @@ impl<'a> Mirror<'a> {
             }
         }
         self.log.dev.pending = issued;
+        self.log.dev.flushed = false;
+        self.log.dev.legs_left = 0;
+        if gate_round {
+            // The data of the regions about to be cleared must be durable on the legs.
+            for k in 0..self.cfg.legs {
+                if self.leg_state(k).is_active() && self.dev_leg_flush(host, round, k) {
+                    self.log.dev.legs_left += 1;
+                }
+            }
+        }
         #[cfg(any(test, feature = "mutants"))]
-        if self.mutant == crate::Mutant::LogNoFlush && issued != 0 {
-            // Planted bug: the round counts as durable while its writes are still in flight.
+        if self.mutant == crate::Mutant::LogNoFlush && issued != 0 && !with_sb {
+            // Planted bug: a bitmap round counts as durable while its writes are still in
+            // flight, and is never flushed (marks can sit in the log device's cache while the
+            // data goes to the legs).
             self.log.round_flush = false;
             self.dev_round_done();
             self.log.in_flight = true;
@@ -200,6 +224,36 @@ impl<'a> Mirror<'a> {
         true
     }
 
+    fn dev_leg_flush<H: Host>(&mut self, host: &mut H, round: u64, k: u8) -> bool {
+        let Some(li) = self.alloc_lio(NIL, Role::MetaFlush, k) else {
+            return false;
+        };
+        if let Some(l) = self.lios.get_mut(li as usize) {
+            l.round = round;
+        }
+        self.log.meta_inflight += 1;
+        self.counters.meta_flushes += 1;
+        let token = self.token(li);
+        host.issue(&LegIo {
+            token,
+            leg: k,
+            op: LegOp::Flush,
+            sector: 0,
+            count: 0,
+            fua: false,
+            buf: BufRef::None,
+        });
+        true
+    }
+
+    /// The round is done when its log writes and flush, and its leg flushes, all completed.
+    fn dev_maybe_done(&mut self) {
+        let d = &self.log.dev;
+        if d.pending == 0 && d.flushed && d.legs_left == 0 {
+            self.dev_round_done();
+        }
+    }
+
     fn dev_writes_done<H: Host>(&mut self, host: &mut H) {
         if self.log.round_flush {
             if let Some(li) = self.alloc_lio(NIL, Role::MetaFlush, LOG_DEV) {
@@ -221,7 +275,8 @@ impl<'a> Mirror<'a> {
                 return;
             }
         }
-        self.dev_round_done();
+        self.log.dev.flushed = true;
+        self.dev_maybe_done();
     }
 
     /// The round is durable on the log device (or the log failed): durable for every leg.
@@ -247,6 +302,20 @@ impl<'a> Mirror<'a> {
         if self.log.meta_inflight == 0 && !self.log.in_flight {
             self.rescan = true;
         }
+        if l.leg != LOG_DEV {
+            // A gate round's data flush of a leg.
+            if let Err(e) = result {
+                if let Some(leg) = self.legs.get_mut(usize::from(l.leg)) {
+                    leg.errors += 1;
+                }
+                self.leg_failed(host, l.leg, e);
+            }
+            if self.log.in_flight && l.round == self.log.round {
+                self.log.dev.legs_left = self.log.dev.legs_left.saturating_sub(1);
+                self.dev_maybe_done();
+            }
+            return;
+        }
         if let Err(error) = result {
             if !self.log.dev.failed {
                 self.log.dev.failed = true;
@@ -269,7 +338,10 @@ impl<'a> Mirror<'a> {
                     self.dev_writes_done(host);
                 }
             }
-            _ => self.dev_round_done(),
+            _ => {
+                self.log.dev.flushed = true;
+                self.dev_maybe_done();
+            }
         }
     }
 }

@@ -63,8 +63,8 @@ pub enum Mutant {
     SkipJournal,
     /// Clear write-intent bits without the data flush first.
     ClearBeforeFlush,
-    /// Disk log: count a log-device round durable once its writes completed, without the
-    /// flush (a mark still in the log device's volatile cache lets data go to the legs).
+    /// Disk log: count a bitmap round on the log device durable as soon as it is issued, without
+    /// its flush (a mark still in flight or in the log device's cache lets data go to the legs).
     LogNoFlush,
 }
 

@@ -175,7 +175,10 @@ impl<'a> Log<'a> {
             return 0;
         }
         let chunks = div_ceil(Self::area_sectors(cfg), Self::chunk_sectors(cfg));
-        u32::try_from(chunks.saturating_add(2)).unwrap_or(u32::MAX)
+        // Disk log: the log device's writes, superblock and flush, and one data flush per leg
+        // (`devlog.rs`); counted per leg by the caller, one more per leg covers it.
+        let extra = if cfg.log == LogKind::Device { 3 } else { 2 };
+        u32::try_from(chunks.saturating_add(extra)).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn carve(cfg: &Config, arena: &mut Arena<'a>) -> Option<Log<'a>> {

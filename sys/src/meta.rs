@@ -249,7 +249,7 @@ impl<'a> Mirror<'a> {
     }
 
     pub(crate) fn meta_done<H: Host>(&mut self, host: &mut H, li: u32, l: Lio, result: IoResult) {
-        if l.leg == LOG_DEV {
+        if self.log.dev.on {
             return self.dev_meta_done(host, li, l, result);
         }
         self.free_lio_slot(li);
