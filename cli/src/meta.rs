@@ -434,7 +434,7 @@ mod log_device_tests {
         let dev = Dev::open_path(&path, Fault::None, false, "logdev").expect("open");
         let r = probe(&dev);
         let _ = std::fs::remove_file(&path);
-        let e = r.err().expect("a log device must be refused");
+        let e = r.expect_err("a log device must be refused");
         assert!(e.contains("disk log device"), "{e}");
         // A blank device is still "no metadata".
         let blank = std::env::temp_dir().join(format!("dmirror-blank-{}", std::process::id()));
