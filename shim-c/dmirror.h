@@ -564,10 +564,11 @@ void dmirror_host_panic(const char *msg);
  * (.leg = the leg, .value = its recorded size), DMIRROR_WHY_NO_USABLE_LEG, DMIRROR_WHY_LEG_COUNT,
  * DMIRROR_WHY_SECTOR_SIZE / REGION_SIZE / DATA_SIZE (bad table geometry). */
 
-/* Sectors (of sector_size) a log device must have for this geometry. DMIRROR_EINVAL for a bad
- * geometry. */
+/* Sectors (of sector_size) a log device must have for this geometry and legs legs: two
+ * superblock slots, the write-intent bitmap and one tracking bitmap per leg. DMIRROR_EINVAL for
+ * a bad geometry or leg count. */
 int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
-    uint64_t data_sectors, uint64_t *out);
+    uint64_t data_sectors, uint32_t legs, uint64_t *out);
 
 /*
  * Decide how a disk-log mirror starts, from the log device's two superblock slots (log->slot0 at
@@ -582,7 +583,7 @@ int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
  * (label[i] = i), clean = 0, dirty[0] and tracking[k] with leg = DMIRROR_LOGDEV_LEG (the log
  * device's bitmaps to read; none for a new mirror); then call dmirror_create_assembled().
  * *fresh (optional) is set to 1 for a new mirror. Pure: no callbacks, nothing written. Needs
- * about as much stack as dmirror_assemble().
+ * about 14 KiB of kernel stack (tests/kernel-stack-report.sh): call it as dmirror_assemble().
  */
 int dmirror_assemble_log(const struct dmirror_leg_read *log, const struct dmirror_config *cfg,
     const uint64_t *leg_sectors, uint32_t sync, const uint8_t *uuid,

@@ -8,7 +8,7 @@
 # Usage: tests/kernel-stack-report.sh OBJ.o [LIMIT_BYTES]
 #   With LIMIT_BYTES, exit 1 if an I/O-path entry point (submit, leg_done, tick, status,
 #   is_idle, and the control operations: what a shim calls from its I/O and event threads)
-#   needs more. create/create_assembled/assemble are reported only: dmirror.h asks shims to call
+#   needs more. create/create_assembled/assemble/assemble_log are reported only: dmirror.h asks shims to call
 #   them from a thread with a large stack.
 #
 # Panic paths are left out (a panic stops the machine through dmirror_host_panic).
@@ -65,7 +65,7 @@ END {
 		d = depth(f)
 		chain = f; g = f; k = 0
 		while (via[g] != "" && k < 6) { g = via[g]; chain = chain " > " (length(g) > 50 ? substr(g, 1, 50) "..." : g); k++ }
-		io = (f !~ /^dmirror_(create|create_assembled|assemble|init_fresh|config_default|memory_needed|sb_location|why_str)$/)
+		io = (f !~ /^dmirror_(create|create_assembled|assemble|assemble_log|init_fresh|config_default|memory_needed|sb_location|why_str)$/)
 		flag = ""
 		if (limit > 0 && io && d > limit) { flag = "  OVER " limit; bad = 1 }
 		printf "%7d  %s%s%s\n", d, (io ? "io   " : "setup"), "  " f, flag

@@ -18,12 +18,16 @@ pub unsafe extern "C" fn dmirror_log_device_sectors(
     sector_size: u32,
     region_sectors: u64,
     data_sectors: u64,
+    legs: u32,
     out: *mut u64,
 ) -> c_int {
     if out.is_null() || !out.is_aligned() {
         return DMIRROR_EINVAL;
     }
-    match ::dmirror::format::log_device_sectors(sector_size, region_sectors, data_sectors) {
+    let Ok(legs) = u8::try_from(legs) else {
+        return DMIRROR_EINVAL;
+    };
+    match ::dmirror::format::log_device_sectors(sector_size, region_sectors, data_sectors, legs) {
         Ok(n) => {
             // SAFETY: checked non-NULL and aligned; the caller's contract makes it writable.
             unsafe { ptr::write(out, n) };

@@ -950,24 +950,16 @@ impl Superblock {
     ///
     /// A disk log device's superblock is refused here ([`FormatError::LogDevice`]): legs and log
     /// devices are never mistaken for each other. [`Superblock::decode_log`] reads those.
-    #[inline(never)]
+    #[inline(always)] // callers call `decode_kind` directly: no frame of its own
     pub fn decode(buf: &[u8]) -> Result<Superblock, FormatError> {
-        let sb = Self::decode_any(buf)?;
-        if sb.is_log_device() {
-            return Err(FormatError::LogDevice);
-        }
-        Ok(sb)
+        Self::decode_kind(buf, false)
     }
 
     /// Reads and validates a disk log device's superblock (docs/FORMAT.md, section 9); a leg's
     /// superblock is refused ([`FormatError::NotLogDevice`]).
-    #[inline(never)]
+    #[inline(always)]
     pub fn decode_log(buf: &[u8]) -> Result<Superblock, FormatError> {
-        let sb = Self::decode_any(buf)?;
-        if !sb.is_log_device() {
-            return Err(FormatError::NotLogDevice);
-        }
-        Ok(sb)
+        Self::decode_kind(buf, true)
     }
 
     /// Written to a disk log device, not to a leg.
@@ -975,8 +967,9 @@ impl Superblock {
         self.leg_index == LOG_DEVICE_INDEX
     }
 
+    /// `decode` (`log` false) or `decode_log` (`log` true).
     #[inline(never)] // keeps its ~3 KiB of locals out of every caller's frame
-    fn decode_any(buf: &[u8]) -> Result<Superblock, FormatError> {
+    fn decode_kind(buf: &[u8], log: bool) -> Result<Superblock, FormatError> {
         let block = buf.get(..SB_BYTES).ok_or(FormatError::Truncated)?;
         let r = Reader(block);
         if r.bytes::<8>(OFF_MAGIC)? != MAGIC {
@@ -1038,7 +1031,11 @@ impl Superblock {
             };
         }
         sb.validate()?;
-        Ok(sb)
+        match (sb.is_log_device(), log) {
+            (true, false) => Err(FormatError::LogDevice),
+            (false, true) => Err(FormatError::NotLogDevice),
+            _ => Ok(sb),
+        }
     }
 }
 
@@ -1128,15 +1125,22 @@ pub fn log_layout(
     })
 }
 
-/// Sectors a disk log device must have for this geometry: two slots and 33 bitmaps.
+/// Sectors a disk log device must have for this geometry and `legs` legs: two slots, the
+/// write-intent bitmap and one tracking bitmap per leg (T0..T(legs-1); the slots of the other
+/// tracking bitmaps of the layout are never written on a log device, which keeps it small —
+/// lvm2 sizes its log volumes for Linux's one-bitmap log).
 pub fn log_device_sectors(
     sector_size: u32,
     region_sectors: u64,
     data_sectors: u64,
+    legs: u8,
 ) -> Result<u64, FormatError> {
+    if legs == 0 || usize::from(legs) > MAX_LEGS {
+        return Err(FormatError::BadField("nlegs"));
+    }
     let l = log_layout(sector_size, region_sectors, data_sectors)?;
     l.bitmap_sectors
-        .checked_mul(TRACKING_BITMAPS + 1)
+        .checked_mul(u64::from(legs) + 1)
         .and_then(|b| b.checked_add(l.bitmap_start))
         .ok_or(FormatError::TooManyRegions { regions: l.regions })
 }

@@ -196,9 +196,13 @@ pub fn assemble_log(log: &LogRead<'_>, table: &LogTable<'_>) -> Result<LogAssemb
     let nlegs = n as u8;
     let layout = format::log_layout(table.sector_size, table.region_sectors, table.data_sectors)
         .map_err(|_| LogError::Table("geometry (sector size, region size, data size)"))?;
-    let needed =
-        format::log_device_sectors(table.sector_size, table.region_sectors, table.data_sectors)
-            .map_err(|_| LogError::Table("geometry (sector size, region size, data size)"))?;
+    let needed = format::log_device_sectors(
+        table.sector_size,
+        table.region_sectors,
+        table.data_sectors,
+        nlegs,
+    )
+    .map_err(|_| LogError::Table("geometry (sector size, region size, data size)"))?;
     if log.sector_size != table.sector_size {
         return Err(LogError::SectorSize {
             read: log.sector_size,

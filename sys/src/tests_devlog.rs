@@ -91,13 +91,18 @@ fn log_layout_is_pinned_at_the_start_of_the_device() {
     assert_eq!(l.tracking_start, 16 + 256);
     assert_eq!(l.tracking(31), Some(16 + 256 * 32));
     assert_eq!(
-        format::log_device_sectors(512, 1024, 1 << 30),
+        format::log_device_sectors(512, 1024, 1 << 30, 2),
+        Ok(16 + 3 * 256)
+    );
+    assert_eq!(
+        format::log_device_sectors(512, 1024, 1 << 30, 32),
         Ok(16 + 33 * 256)
     );
+    assert!(format::log_device_sectors(512, 1024, 1 << 30, 0).is_err());
     // 4 KiB sectors: one sector per slot.
     let l = format::log_layout(4096, 8, 80).unwrap();
     assert_eq!((l.slots, l.bitmap_start, l.bitmap_sectors), ([0, 1], 2, 1));
-    assert_eq!(format::log_device_sectors(4096, 8, 80), Ok(2 + 33));
+    assert_eq!(format::log_device_sectors(4096, 8, 80, 3), Ok(2 + 4));
 }
 
 #[test]
@@ -352,7 +357,7 @@ fn corrupt_foreign_and_small_logs_are_refused() {
     // Too small a log device (blank or not).
     let small = assemble_log(
         &LogRead {
-            sectors: 48,
+            sectors: 18,
             sector_size: 512,
             slot0: &s0,
             slot1: &s1,
@@ -369,8 +374,8 @@ fn corrupt_foreign_and_small_logs_are_refused() {
     assert_eq!(
         small.unwrap_err(),
         LogError::TooSmall {
-            needed: 49,
-            actual: 48
+            needed: 19,
+            actual: 18
         }
     );
     // Unlabelled (no dmirror magic, e.g. what lvm2 left): a new mirror.

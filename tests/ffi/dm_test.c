@@ -327,7 +327,7 @@ messages(void)
 #define DL_SS 512u
 #define DL_DATA 256u    /* data sectors = leg size */
 #define DL_REGION 16u
-#define DL_LOGSEC 64u   /* log device sectors (49 needed) */
+#define DL_LOGSEC 64u   /* log device sectors (19 needed) */
 #define DL_MAXQ 256
 
 static uint8_t dl_leg[2][DL_DATA * DL_SS];
@@ -495,9 +495,9 @@ disk_log(void)
 	ops.event = dl_event;
 	ops.meta_read = dl_meta_read;
 
-	check(dmirror_log_device_sectors(DL_SS, DL_REGION, DL_DATA, &need) == 0 && need == 49,
-	    "log device size: 2 slots of 8 sectors + 33 one-sector bitmaps", NULL);
-	check(dmirror_log_device_sectors(DL_SS, 3, DL_DATA, &need) == DMIRROR_EINVAL,
+	check(dmirror_log_device_sectors(DL_SS, DL_REGION, DL_DATA, 2, &need) == 0 && need == 19,
+	    "log device size: 2 slots of 8 sectors + 3 one-sector bitmaps (W, T0, T1)", NULL);
+	check(dmirror_log_device_sectors(DL_SS, 3, DL_DATA, 2, &need) == DMIRROR_EINVAL,
 	    "log device size: a region size not a power of two is refused", NULL);
 
 	/* Blank log device: a new mirror (nosync: both legs in sync). */
@@ -579,14 +579,14 @@ disk_log(void)
 		lr.slot0_len = 4096;
 		lr.slot1 = dl_log + 4096;
 		lr.slot1_len = 4096;
-		lr.sectors = 48;
+		lr.sectors = 18;
 		lr.sector_size = DL_SS;
 		dmirror_config_default(&cfg, 2, DL_DATA);
 		cfg.region_sectors = DL_REGION;
 		rc = dmirror_assemble_log(&lr, &cfg, legs, 0, (const uint8_t *)"dm-disk-log-test",
 		    &a, NULL, &why, err, sizeof(err));
 		check(rc == DMIRROR_ENOSPC && why.code == DMIRROR_WHY_LOG_TOO_SMALL &&
-		    why.value == 49, "a log device too small is refused, naming the size needed", err);
+		    why.value == 19, "a log device too small is refused, naming the size needed", err);
 	}
 }
 

@@ -252,6 +252,7 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
             cfg.sector_size,
             cfg.region_sectors,
             cfg.data_sectors,
+            cfg.legs,
         )
         .unwrap_or(64);
         let sectors = need
