@@ -229,6 +229,17 @@ fn leg_io_and_events_convert() {
         (e.kind, e.leg, e.state, e.error),
         (DMIRROR_EV_LEG_FAILED, 2, DMIRROR_LEG_MISSING, DMIRROR_ENXIO)
     );
+    let e = event_to_c(Event::LogFailed { error: IoError::Io });
+    assert_eq!(
+        (e.kind, e.leg, e.error),
+        (DMIRROR_EV_LOG_FAILED, DMIRROR_LOGDEV_LEG, DMIRROR_EIO)
+    );
+    // The disk log's leg I/O keeps its reserved leg number.
+    let c = leg_io_to_c(&LegIo {
+        leg: ::dmirror::LOG_DEV,
+        ..mk(BufRef::None)
+    });
+    assert_eq!(u32::from(c.leg), DMIRROR_LOGDEV_LEG);
     let e = event_to_c(Event::ResyncProgress {
         leg: 1,
         done: 5,
