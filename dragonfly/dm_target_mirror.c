@@ -887,10 +887,11 @@ dmm_random_uuid(uint8_t *u)
 static int
 dmm_assemble_log(struct dmm_softc *sc, uint64_t region, struct dmirror_assembly *as)
 {
-	struct dmirror_leg_read lr;
+	struct dmirror_leg_read lr, tail;
 	struct dmirror_config cfg;
 	struct dmirror_why why;
 	uint64_t sizes[DMIRROR_MAX_LEGS];
+	uint64_t t0, t1, tbytes = 0;
 	uint8_t uuid[16];
 	uint8_t fresh = 0;
 	uint8_t *slots;
@@ -898,8 +899,10 @@ dmm_assemble_log(struct dmm_softc *sc, uint64_t region, struct dmirror_assembly 
 	char msg[DMM_MSG];
 	int i, error;
 
-	/* 512-byte sectors: a slot is 4096 bytes (8 sectors), slot 0 at 0, slot 1 at 8. */
-	slots = dmm_zalloc(2 * 4096, 1);
+	/* 512-byte sectors: a slot is 4096 bytes (8 sectors), slot 0 at 0, slot 1 at 8; then the
+	 * two slots a dmirror leg of this size would have at its end (a leg given as the log by
+	 * mistake is refused, not overwritten). */
+	slots = dmm_zalloc(4 * 4096, 1);
 	if (slots == NULL) {
 		strlcpy(sc->why, "out of memory", sizeof(sc->why));
 		return ENOMEM;
@@ -913,13 +916,22 @@ dmm_assemble_log(struct dmm_softc *sc, uint64_t region, struct dmirror_assembly 
 		    dmm_rw_sync(sc, DMM_LOG_POS, 0, 8, slots + 4096, 4096) != 0) {
 			dmm_snprintf(sc->why, sizeof(sc->why), "cannot read the log device %s",
 			    sc->logdev.name);
-			dmm_free(slots, 2 * 4096);
+			dmm_free(slots, 4 * 4096);
 			return EIO;
 		}
 		lr.slot0 = slots;
 		lr.slot0_len = 4096;
 		lr.slot1 = slots + 4096;
 		lr.slot1_len = 4096;
+	}
+	memset(&tail, 0, sizeof(tail));
+	if (dmirror_sb_location(lr.sectors, DEV_BSIZE, &t0, &t1, &tbytes) == 0 && tbytes == 4096 &&
+	    dmm_rw_sync(sc, DMM_LOG_POS, 0, t0, slots + 2 * 4096, 4096) == 0 &&
+	    dmm_rw_sync(sc, DMM_LOG_POS, 0, t1, slots + 3 * 4096, 4096) == 0) {
+		tail.slot0 = slots + 2 * 4096;
+		tail.slot0_len = 4096;
+		tail.slot1 = slots + 3 * 4096;
+		tail.slot1_len = 4096;
 	}
 	(void)dmirror_config_default(&cfg, (uint8_t)sc->nlegs, sc->length);
 	cfg.region_sectors = region;
@@ -933,9 +945,9 @@ dmm_assemble_log(struct dmm_softc *sc, uint64_t region, struct dmirror_assembly 
 	dmm_random_uuid(uuid);
 	memset(&why, 0, sizeof(why));
 	msg[0] = '\0';
-	error = dmirror_assemble_log(&lr, &cfg, sizes, sync, uuid, as, &fresh, &why, msg,
-	    sizeof(msg));
-	dmm_free(slots, 2 * 4096);
+	error = dmirror_assemble_log(&lr, tail.slot0 != NULL ? &tail : NULL, &cfg, sizes, sync,
+	    uuid, as, &fresh, &why, msg, sizeof(msg));
+	dmm_free(slots, 4 * 4096);
 	if (error != 0) {
 		dmm_snprintf(sc->why, sizeof(sc->why), "log device %s: %s", sc->logdev.name,
 		    msg[0] != '\0' ? msg : dmirror_why_str(why.code));

@@ -560,6 +560,8 @@ void dmirror_host_panic(const char *msg);
 				        * slots, a leg's superblock, a newer format) */
 #define DMIRROR_WHY_LOG_FOREIGN 27u   /* another mirror's log (legs, data or region size differ:
 				       * .value is what the log records) */
+#define DMIRROR_WHY_LOG_IS_A_LEG 28u  /* no log, but a dmirror leg's metadata at the device's end:
+				       * a leg given as the log device (not overwritten) */
 /* Also used: DMIRROR_WHY_READ_SECTOR_SIZE (.value = the recorded size), DMIRROR_WHY_WRONG_SIZE
  * (.leg = the leg, .value = its recorded size), DMIRROR_WHY_NO_USABLE_LEG, DMIRROR_WHY_LEG_COUNT,
  * DMIRROR_WHY_SECTOR_SIZE / REGION_SIZE / DATA_SIZE (bad table geometry). */
@@ -573,7 +575,9 @@ int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
 /*
  * Decide how a disk-log mirror starts, from the log device's two superblock slots (log->slot0 at
  * sector 0, log->slot1 at sector max(4096, sector_size) / sector_size; log->sectors its size,
- * log->sector_size the table's) and the table: cfg (legs, data_sectors, sector_size,
+ * log->sector_size the table's), optionally tail (NULL, or the two slots a dmirror leg of the
+ * log device's size would have at its end, from dmirror_sb_location(): a blank log that holds
+ * a leg's metadata there is refused, DMIRROR_WHY_LOG_IS_A_LEG) and the table: cfg (legs, data_sectors, sector_size,
  * region_sectors, pools; cfg->log is ignored), leg_sectors[0..cfg->legs) the size of every leg's
  * device from its table offset, sync a DMIRROR_LOGDEV_* value, uuid 16 random bytes (not all zero)
  * naming a new mirror. A log without dmirror magic in either slot (all zeros, or what another
@@ -585,7 +589,8 @@ int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
  * *fresh (optional) is set to 1 for a new mirror. Pure: no callbacks, nothing written. Needs
  * about 14 KiB of kernel stack (tests/kernel-stack-report.sh): call it as dmirror_assemble().
  */
-int dmirror_assemble_log(const struct dmirror_leg_read *log, const struct dmirror_config *cfg,
+int dmirror_assemble_log(const struct dmirror_leg_read *log, const struct dmirror_leg_read *tail,
+    const struct dmirror_config *cfg,
     const uint64_t *leg_sectors, uint32_t sync, const uint8_t *uuid,
     struct dmirror_assembly *out, uint8_t *fresh, struct dmirror_why *why, char *msg,
     uint64_t msg_len);

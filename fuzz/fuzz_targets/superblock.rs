@@ -140,6 +140,11 @@ fuzz_target!(|data: &[u8]| {
             sector_size,
             slot0: &slots[0][0],
             slot1: &slots[0][1],
+            tail: if present > 1 {
+                Some((&slots[1][0][..], &slots[1][1][..]))
+            } else {
+                None
+            },
         };
         match assemble_log(&log, &table) {
             Ok(a) => {

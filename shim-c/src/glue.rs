@@ -330,6 +330,7 @@ fn why_bytes(code: u32) -> &'static [u8] {
         DMIRROR_WHY_LOG_TOO_SMALL => b"log device too small for this mirror's log\0",
         DMIRROR_WHY_LOG_UNREADABLE => b"log device holds unusable dmirror metadata\0",
         DMIRROR_WHY_LOG_FOREIGN => b"log device belongs to another mirror\0",
+        DMIRROR_WHY_LOG_IS_A_LEG => b"the log device is a dmirror leg\0",
         _ => b"unknown reason\0",
     }
 }

@@ -61,6 +61,7 @@ fn log_error(e: &LogError) -> Refusal {
             ..r(DMIRROR_WHY_WRONG_SIZE)
         },
         LogError::NoUsableLeg => Refusal::leg(DMIRROR_ENXIO, DMIRROR_WHY_NO_USABLE_LEG, 0),
+        LogError::IsALeg => r(DMIRROR_WHY_LOG_IS_A_LEG),
     }
 }
 
@@ -73,6 +74,7 @@ fn log_error(e: &LogError) -> Refusal {
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn dmirror_assemble_log(
     log: *const dmirror_leg_read,
+    tail: *const dmirror_leg_read,
     cfg: *const dmirror_config,
     leg_sectors: *const u64,
     sync: u32,
@@ -133,6 +135,17 @@ pub unsafe extern "C" fn dmirror_assemble_log(
         set_why(why, DMIRROR_WHY_LOG_UNREADABLE, 0);
         return DMIRROR_EINVAL;
     };
+    // SAFETY: caller's contract (NULL or a valid struct with valid slot buffers).
+    let tail = match unsafe { c_ref(tail) } {
+        None => None,
+        // SAFETY: as above.
+        Some(t) => {
+            match unsafe { (c_bytes(t.slot0, t.slot0_len), c_bytes(t.slot1, t.slot1_len)) } {
+                (Some(a), Some(b)) => Some((a, b)),
+                _ => return DMIRROR_EINVAL,
+            }
+        }
+    };
     // SAFETY: the caller gives 16 readable bytes; u8 needs no alignment.
     let uuid = unsafe { ptr::read_unaligned(uuid.cast::<[u8; 16]>()) };
     let table = LogTable {
@@ -148,6 +161,7 @@ pub unsafe extern "C" fn dmirror_assemble_log(
         sector_size: log.sector_size,
         slot0,
         slot1,
+        tail,
     };
     let a = match assemble_log(&read, &table) {
         Ok(a) => a,

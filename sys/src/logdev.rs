@@ -40,6 +40,11 @@ pub struct LogRead<'a> {
     /// The bytes of slot 0 and slot 1 (at least `SB_BYTES` each).
     pub slot0: &'a [u8],
     pub slot1: &'a [u8],
+    /// The two slots a dmirror LEG of this device's size would have at its end
+    /// ([`format::slot_positions`]), if the host read them: a blank log device that holds a
+    /// leg's metadata there is a leg given as a log by mistake, and is refused
+    /// ([`LogError::IsALeg`]) rather than overwritten.
+    pub tail: Option<(&'a [u8], &'a [u8])>,
 }
 
 /// Whether the table asks for a resync (`sync`/`nosync` of the `disk` log arguments).
@@ -91,6 +96,8 @@ pub enum LogError {
     WrongSize { leg: u8, recorded: u64, actual: u64 },
     /// No leg the log records as in sync (the log's data would all have to come from nowhere).
     NoUsableLeg,
+    /// The device has no log but holds a dmirror leg's metadata at its end: it is a leg.
+    IsALeg,
 }
 
 impl fmt::Display for LogError {
@@ -135,6 +142,11 @@ impl fmt::Display for LogError {
                     "the log records no leg in sync: no leg holds a full copy"
                 )
             }
+            LogError::IsALeg => write!(
+                f,
+                "the device holds a dmirror leg's metadata at its end: it is a leg of a \
+                 mirror, not a log device (refusing to overwrite it)"
+            ),
         }
     }
 }
@@ -187,6 +199,11 @@ fn slot_state(buf: &[u8]) -> Result<u64, FormatError> {
     Superblock::decode_log(buf).map(|sb| sb.seq)
 }
 
+#[inline(never)]
+fn slot_state_leg(buf: &[u8]) -> Result<u64, FormatError> {
+    Superblock::decode(buf).map(|sb| sb.seq)
+}
+
 /// Decide how the mirror starts from its disk log (see the module documentation).
 pub fn assemble_log(log: &LogRead<'_>, table: &LogTable<'_>) -> Result<LogAssembly, LogError> {
     let n = table.leg_sectors.len();
@@ -229,6 +246,11 @@ pub fn assemble_log(log: &LogRead<'_>, table: &LogTable<'_>) -> Result<LogAssemb
     let s0 = slot_state(log.slot0);
     let s1 = slot_state(log.slot1);
     if is_unlabelled(&s0) && is_unlabelled(&s1) {
+        if let Some((t0, t1)) = log.tail {
+            if !is_unlabelled(&slot_state_leg(t0)) || !is_unlabelled(&slot_state_leg(t1)) {
+                return Err(LogError::IsALeg);
+            }
+        }
         return fresh(table, nlegs, layout);
     }
     let sb = format::decode_newest_log(log.slot0, log.slot1).map_err(LogError::Unreadable)?;

@@ -33,6 +33,7 @@ fn activate(h: &TestHost, sync: LogSync) -> Result<LogAssembly, LogError> {
             sector_size: 512,
             slot0: &s0,
             slot1: &s1,
+            tail: None,
         },
         &LogTable {
             leg_sectors: &legs,
@@ -319,6 +320,7 @@ fn corrupt_foreign_and_small_logs_are_refused() {
             sector_size: 512,
             slot0: &s0,
             slot1: &s1,
+            tail: None,
         },
         &LogTable {
             leg_sectors: &[DATA, DATA, DATA],
@@ -336,6 +338,7 @@ fn corrupt_foreign_and_small_logs_are_refused() {
             sector_size: 512,
             slot0: &s0,
             slot1: &s1,
+            tail: None,
         },
         &LogTable {
             leg_sectors: &[DATA, DATA + 8],
@@ -361,6 +364,7 @@ fn corrupt_foreign_and_small_logs_are_refused() {
             sector_size: 512,
             slot0: &s0,
             slot1: &s1,
+            tail: None,
         },
         &LogTable {
             leg_sectors: &[DATA, DATA],
@@ -381,6 +385,34 @@ fn corrupt_foreign_and_small_logs_are_refused() {
     // Unlabelled (no dmirror magic, e.g. what lvm2 left): a new mirror.
     h.legs[LOG].fill(0xFF);
     assert!(activate(&h, LogSync::Default).unwrap().fresh);
+    // But a self-describing dmirror leg given as the log device (its start is data, its
+    // superblocks at its end) is refused, not overwritten.
+    let legs = [DATA, DATA];
+    let table = LogTable {
+        leg_sectors: &legs,
+        data_sectors: DATA,
+        region_sectors: 16,
+        sector_size: 512,
+        sync: LogSync::Default,
+        uuid: UUID,
+    };
+    let data = vec![0x5Au8; SB_BYTES];
+    let read = |tail: Option<(&[u8], &[u8])>| {
+        assemble_log(
+            &LogRead {
+                sectors: 1 << 20,
+                sector_size: 512,
+                slot0: &data,
+                slot1: &data,
+                tail,
+            },
+            &table,
+        )
+    };
+    assert!(read(None).unwrap().fresh);
+    let blank = vec![0u8; SB_BYTES];
+    assert!(read(Some((&blank, &blank))).unwrap().fresh);
+    assert_eq!(read(Some((&buf, &blank))).unwrap_err(), LogError::IsALeg);
 }
 
 #[test]

@@ -454,7 +454,8 @@ dl_activate(uint32_t sync, uint8_t *fresh, struct dmirror_why *why, struct dmirr
 	dmirror_config_default(&cfg, 2, DL_DATA);
 	cfg.region_sectors = DL_REGION;
 	cfg.resync_chunk_sectors = 8;
-	rc = dmirror_assemble_log(&lr, &cfg, legs, sync, uuid, &a, fresh, why, err, sizeof(err));
+	rc = dmirror_assemble_log(&lr, NULL, &cfg, legs, sync, uuid, &a, fresh, why, err,
+	    sizeof(err));
 	if (rc != 0)
 		return rc;
 	dl_m = NULL;
@@ -583,10 +584,35 @@ disk_log(void)
 		lr.sector_size = DL_SS;
 		dmirror_config_default(&cfg, 2, DL_DATA);
 		cfg.region_sectors = DL_REGION;
-		rc = dmirror_assemble_log(&lr, &cfg, legs, 0, (const uint8_t *)"dm-disk-log-test",
-		    &a, NULL, &why, err, sizeof(err));
+		rc = dmirror_assemble_log(&lr, NULL, &cfg, legs, 0,
+		    (const uint8_t *)"dm-disk-log-test", &a, NULL, &why, err, sizeof(err));
 		check(rc == DMIRROR_ENOSPC && why.code == DMIRROR_WHY_LOG_TOO_SMALL &&
 		    why.value == 19, "a log device too small is refused, naming the size needed", err);
+
+		/* A blank start but a dmirror leg's superblock slots at the end: a leg given as
+		 * the log device by mistake, refused rather than overwritten. */
+		{
+			static uint8_t t0[4096], t1[4096];
+			struct dmirror_leg_read tail;
+			memset(&tail, 0, sizeof(tail));
+			memcpy(t1, "DMIRROR\x01", 8);
+			t1[8] = 1;
+			t1[100] = 0x42;
+			tail.slot0 = t0;
+			tail.slot0_len = sizeof(t0);
+			tail.slot1 = t1;
+			tail.slot1_len = sizeof(t1);
+			lr.sectors = DL_LOGSEC;
+			rc = dmirror_assemble_log(&lr, &tail, &cfg, legs, 0,
+			    (const uint8_t *)"dm-disk-log-test", &a, NULL, &why, err, sizeof(err));
+			check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_LOG_IS_A_LEG &&
+			    strstr(err, "leg") != NULL,
+			    "a dmirror leg given as the log device is refused", err);
+			memset(t1, 0, sizeof(t1));
+			rc = dmirror_assemble_log(&lr, &tail, &cfg, legs, 0,
+			    (const uint8_t *)"dm-disk-log-test", &a, NULL, &why, err, sizeof(err));
+			check(rc == 0, "blank start and blank end: a new log", err);
+		}
 	}
 }
 

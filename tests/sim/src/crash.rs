@@ -191,6 +191,7 @@ pub fn reassemble_log(sim: &mut Sim) -> Option<InitOwned> {
             sector_size: cfg.sector_size,
             slot0: &s0,
             slot1: &s1,
+            tail: None,
         },
         &table,
     ) {
