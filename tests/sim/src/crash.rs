@@ -84,6 +84,9 @@ pub fn check_log_journal(sim: &mut Sim) {
     let (s0, s1) = log_slots(sim, &img);
     let sb = match format::decode_newest_log(&s0, &s1) {
         Ok(sb) => sb,
+        // A new log (the administrator's reload after a log failure) whose label never became
+        // durable: the next reload starts from the in-sync leg again (`reassemble_log`).
+        Err(_) if sim.w.log_replaced => return,
         Err(e) => {
             sim.w
                 .fail(format!("after crash: log device unreadable: {e}"));
@@ -99,11 +102,17 @@ pub fn check_log_journal(sim: &mut Sim) {
             .is_some_and(|x| x >> (r % 8) & 1 == 1)
     };
     let n = sim.w.legs.len();
+    // A slot whose device was replaced after the log last recorded it holds another device
+    // than the one the log describes (legs carry no identity of their own): the administrator
+    // re-adds it in full (`reassemble_log`), so it is not compared.
+    let same = |l: usize| sb.legs[l].uuid == sim.w.track[l].uuid;
     let copied = |l: usize, r: u64| {
         let e = &sb.legs[l];
-        e.state == DiskLegState::InSync || (e.state == DiskLegState::Rebuilding && r < e.checkpoint)
+        same(l)
+            && (e.state == DiskLegState::InSync
+                || (e.state == DiskLegState::Rebuilding && r < e.checkpoint))
     };
-    let Some(a) = (0..n).find(|&l| sb.legs[l].state == DiskLegState::InSync) else {
+    let Some(a) = (0..n).find(|&l| sb.legs[l].state == DiskLegState::InSync && same(l)) else {
         return;
     };
     sim.w.log(|| {
@@ -207,6 +216,34 @@ pub fn reassemble_log(sim: &mut Sim) -> Option<InitOwned> {
             return None;
         }
     };
+    // Legs are named by position only: a slot whose device was replaced (dmsetup message add)
+    // after the log last recorded it is described by the log as the old device. The
+    // administrator, who replaced it, activates it in full (dm_target_mirror.4, BUGS).
+    let mut a = a;
+    for k in 0..n {
+        if a.legs[k].uuid != sim.w.track[k].uuid {
+            sim.w.log(|| {
+                format!("ASSEMBLY (disk log): slot {k} holds a replaced device: rebuilt in full")
+            });
+            a.legs[k].state = dmirror::LegState::Rebuilding;
+            a.legs[k].uuid = sim.w.track[k].uuid;
+            a.legs[k].rebuild = dmirror::Rebuild {
+                checkpoint: 0,
+                full: true,
+            };
+            a.tracking_needed &= !(1u32 << k);
+        }
+    }
+    if a.legs[usize::from(a.authoritative)].state != dmirror::LegState::InSync {
+        match (0..n).find(|&k| a.legs[k].state == dmirror::LegState::InSync) {
+            Some(k) => a.authoritative = k as u8,
+            None => {
+                sim.w
+                    .log(|| "ASSEMBLY (disk log): no recorded in-sync leg left".to_string());
+                return reassemble_without_metadata(sim);
+            }
+        }
+    }
     let ss = cfg.sector_size as usize;
     let read = |sector: u64, count: u64| -> Vec<u8> {
         img[sector as usize * ss..(sector + count) as usize * ss].to_vec()
