@@ -41,12 +41,16 @@
  *   start; the handle is invalid afterwards.
  *
  * Kernel stack (x86_64 kernel build, measured by tests/kernel-stack-report.sh, the shim's own
- * callbacks not included): the I/O-path entry points (submit, leg_done, tick, status, is_idle,
- * the control operations, destroy) need about 4.5 KiB below the caller. dmirror_create,
- * dmirror_create_assembled and dmirror_assemble need up to about 32 KiB (the core builds the
- * mirror and decodes superblocks on the stack): call them from a thread created with a stack
- * that large (FreeBSD: kproc_kthread_add()/kthread_add() with pages = 12 or more), never from a
- * GEOM event or I/O thread or an interrupt.
+ * callbacks not included): every entry point needs at most 8 KiB below the caller, and
+ * tests/kernel-build.sh fails the build otherwise. Measured: dmirror_create_assembled about
+ * 6.6 KiB, dmirror_assemble 6.1 KiB, dmirror_create 5.8 KiB, the I/O-path entry points
+ * (submit, leg_done, tick, status, is_idle, the control operations, destroy) about 4.7 KiB,
+ * dmirror_identify about 2 KiB. So a kernel thread with the platform's default stack (16 KiB:
+ * FreeBSD KSTACK_PAGES 4, NetBSD USPACE, DragonFly LWKT_THREAD_STACK) can run all of them;
+ * the sleeping ones (the creates) still need a sleepable context, never an interrupt.
+ * What keeps it so: the core decodes one superblock at a time and builds its large values
+ * (the assembly, the mirror, the init, the status) in place; dmirror_assemble() also uses
+ * *out as working memory until it writes the answer there.
  */
 #ifndef DMIRROR_H
 #define DMIRROR_H
@@ -416,7 +420,8 @@ struct dmirror_bitmap_read {
 	uint32_t needed;  /* 0: nothing to read */
 };
 
-/* The result of dmirror_assemble(). About 3.7 KiB: allocate it, not on a kernel stack. */
+/* The result of dmirror_assemble(). About 3.7 KiB: allocate it, not on a kernel stack.
+ * dmirror_assemble() also works in it (it is zeroed on failure). */
 struct dmirror_assembly {
 	struct dmirror_config config;      /* from the newest superblock; tune the pools if wanted */
 	struct dmirror_init init;          /* leg states and identity; bitmaps not loaded */
@@ -438,10 +443,49 @@ struct dmirror_assembly {
  * form one (docs/FORMAT.md, "Assembly"). choose: NULL, or the 16-byte uuid of the LEG whose data
  * wins a split brain (consulted only then, but must name a present leg). Stale legs come out
  * REBUILDING, never trusted. msg (optional, msg_len bytes): a NUL-terminated explanation.
+ * *out is zeroed on failure (it is this call's working memory until the answer is written).
  * Pure: never sleeps, no callbacks, writes nothing to any leg.
  */
 int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads, const uint8_t *choose,
     struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len);
+
+/* ---- Identify one device without assembling it ----
+ * (Block added with the small-stack assembly work; keep it together.) */
+
+/* What one device's newest valid superblock says about the device itself. */
+struct dmirror_identity {
+	uint8_t mirror_uuid[16];
+	uint8_t name[32];            /* the mirror's name, NUL-padded */
+	uint8_t leg_uuid[16];        /* this device's own leg uuid */
+	uint64_t generation;         /* of this superblock */
+	uint64_t seq;                /* of this superblock (its slot is seq & 1) */
+	uint64_t data_sectors;       /* the mirror's size */
+	uint64_t region_sectors;
+	uint64_t leg_sectors;        /* this leg's size as recorded (== the device's: checked) */
+	uint64_t rebuild_checkpoint; /* state REBUILDING: regions already copied */
+	uint32_t sector_size;        /* the mirror's sector size */
+	uint32_t state;              /* DMIRROR_LEG_*: what this superblock records for itself */
+	uint8_t leg;                 /* this device's slot in the mirror's leg table */
+	uint8_t nlegs;               /* leg slots of the mirror */
+	uint8_t clean;               /* 1: this superblock records a clean shutdown */
+	uint8_t rebuild_full;        /* state REBUILDING: 1 = a full copy */
+	uint32_t members;            /* bit k: its leg table has a leg (any state) in slot k */
+};
+
+/*
+ * Decode the superblock slots of one device (r: as for dmirror_assemble(); r->label is not used)
+ * and say what it records about itself, without assembling or judging it: a stale, rebuilding or
+ * failed leg is identified as such, never refused. A shim that finds devices one at a time (a
+ * GEOM taste) recognises any member of a mirror by mirror_uuid / leg_uuid / leg, and leaves the
+ * decision to dmirror_assemble() over all of them. Refused (DMIRROR_EINVAL, why->leg = 0) only
+ * when the device cannot be read as a leg: no valid slot (DMIRROR_WHY_NO_METADATA), read with
+ * another sector size than it records (DMIRROR_WHY_READ_SECTOR_SIZE, why->value = the recorded
+ * one: read it again with that size), not the size it records (DMIRROR_WHY_WRONG_SIZE,
+ * why->value = the recorded sectors). *out is zeroed on failure.
+ * Pure: never sleeps, no callbacks, writes nothing to the device; about 2 KiB of stack.
+ */
+int dmirror_identify(const struct dmirror_leg_read *r, struct dmirror_identity *out,
+    struct dmirror_why *why);
 
 /* ---- One mirror ---- */
 

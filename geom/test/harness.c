@@ -343,6 +343,26 @@ has_sb(struct mock_disk *d)
 	return (nz != 0);
 }
 
+/* What d's own superblock says about it (dmirror_identify() on its memory). */
+static int
+identify_disk(struct mock_disk *d, struct dmirror_identity *id)
+{
+	struct dmirror_leg_read rd;
+	struct dmirror_why why;
+	uint64_t s0, s1, bytes;
+
+	if (dmirror_sb_location((uint64_t)d->size / SS, SS, &s0, &s1, &bytes) != 0)
+		return (-1);
+	memset(&rd, 0, sizeof(rd));
+	rd.slot0 = d->mem + s0 * SS;
+	rd.slot0_len = bytes;
+	rd.slot1 = d->mem + s1 * SS;
+	rd.slot1_len = bytes;
+	rd.sectors = (uint64_t)d->size / SS;
+	rd.sector_size = SS;
+	return (dmirror_identify(&rd, id, &why));
+}
+
 static long
 allocs(const char *type)
 {
@@ -711,15 +731,109 @@ main(void)
 		check(strstr(err, "out of sync") != NULL, "a request of another version refused");
 	}
 
+	/*
+	 * Boot with a leg mid-rebuild: m4's second leg is being rebuilt (slow writes) when the
+	 * mirror stops, so its own superblock says REBUILDING with a checkpoint. At "boot", taste
+	 * sees that leg first: it must be recognised as a member of m4 (before dmirror_identify,
+	 * taste assembled each device alone, which finds no usable leg in a rebuilding one, and
+	 * ignored it); once the in-sync leg is tasted too, m4 assembles with both and the rebuild
+	 * resumes from the checkpoint instead of starting over.
+	 */
+	{
+		struct mock_disk *d5 = mock_disk_create("md5", DISK_BYTES, SS);
+		struct mock_disk *d6 = mock_disk_create("md6", DISK_BYTES, SS);
+		struct dmirror_identity idn;
+		struct g_geom *r;
+		uint64_t checkpoint = 0;
+		long w6;
+		int got = 0;
+
+		for (off_t i = 0; i < DISK_BYTES; i++)
+			d5->mem[i] = (uint8_t)(i * 7 + (i >> 12));
+		d6->write_delay_ms = 3;
+		ctl_init(&c, "label");
+		ctl_arg(&c, "m4");
+		ctl_arg(&c, "md5");
+		ctl_arg(&c, "md6");
+		ctl_num(&c, G_DMIRROR_P_REGIONSIZE, 16 * 1024);
+		err = ctl_run(&c);
+		check(err[0] == '\0', "label m4 md5 md6 -r 16k (md6 rebuilds from md5): \"%s\"",
+		    err);
+		/* until md6's own superblock records a checkpoint past a third of the regions */
+		for (int i = 0; i < 3000 && !got; i++) {
+			got = identify_disk(d6, &idn) == 0 &&
+			    idn.state == DMIRROR_LEG_REBUILDING &&
+			    idn.rebuild_checkpoint * 3 > idn.data_sectors / 32;
+			if (!got)
+				usleep(2000);
+		}
+		check(got, "md6's superblock records its rebuild checkpoint (region %ju)",
+		    (uintmax_t)(got ? idn.rebuild_checkpoint : 0));
+		err = ctl_simple("stop", "m4", NULL, NULL);
+		check(err[0] == '\0', "stop m4 mid-rebuild: \"%s\"", err);
+		rc = identify_disk(d6, &idn);
+		checkpoint = idn.rebuild_checkpoint;
+		check(rc == 0 && idn.state == DMIRROR_LEG_REBUILDING && idn.leg == 1 &&
+		    checkpoint > 0 && checkpoint < idn.data_sectors / 32,
+		    "after the stop md6 says REBUILDING at region %ju of %ju", (uintmax_t)checkpoint,
+		    (uintmax_t)(idn.data_sectors / 32));
+		d6->write_delay_ms = 0;
+		w6 = d6->writes;
+		long first = w6; /* writes of the first part: label's superblocks + regions
+				  * 0..checkpoint */
+
+		/* boot: the rebuilding leg is tasted first */
+		g_topology_lock();
+		r = g_dmirror_class.taste(&g_dmirror_class, d6->pp, 0);
+		g_topology_unlock();
+		check(r != NULL && wait_xml("m4", "<State>STARTING</State>", 10000) &&
+		    mirror_provider("m4") == NULL,
+		    "taste of the mid-rebuild md6 recognises m4, which waits for its other leg");
+		g_topology_lock();
+		r = g_dmirror_class.taste(&g_dmirror_class, d5->pp, 0);
+		g_topology_unlock();
+		for (int i = 0; i < 1000 && mirror_provider("m4") == NULL; i++)
+			usleep(10000);
+		pp = mirror_provider("m4");
+		check(r != NULL && pp != NULL, "taste of md5 completes m4: assembled at once");
+		if (pp != NULL) {
+			mirror_xml("m4", xml, sizeof(xml));
+			check(strstr(xml, "<Slot1>REBUILDING md6</Slot1>") != NULL ||
+			    strstr(xml, "<Slot1>IN_SYNC md6</Slot1>") != NULL,
+			    "md6 is m4's leg 1 again");
+			check(wait_xml("m4", "<State>COMPLETE</State>", 20000),
+			    "the rebuild of md6 finishes");
+			msize = pp->mediasize;
+			check(memcmp(d6->mem, d5->mem, (size_t)msize) == 0,
+			    "md6 holds m4's data");
+			/*
+			 * Writes per copied region (data, and the bitmap and superblock writes
+			 * that go with it) as measured in the first part: resuming from the
+			 * checkpoint must cost about the regions left, far less than a full copy.
+			 */
+			long rest = d6->writes - w6, regions = (long)(idn.data_sectors / 32);
+			long full = first * regions / (long)checkpoint;
+			check(rest < full - first / 2,
+			    "the rebuild resumed from region %ju: %ld writes to md6 (%ld before "
+			    "the stop; a full copy is about %ld)", (uintmax_t)checkpoint, rest,
+			    first, full);
+			err = ctl_simple("stop", "m4", NULL, NULL);
+			check(err[0] == '\0', "stop m4: \"%s\"", err);
+		}
+	}
+
 	/* everything released */
 	for (int i = 0; i < 1000 && mock_live_kprocs > 1; i++)
 		usleep(10000);
 	g_dmirror_class.fini(&g_dmirror_class);
+	/* fini returns once the helper said it stops; its kproc_exit follows */
+	for (int i = 0; i < 1000 && mock_live_kprocs > 0; i++)
+		usleep(10000);
 	g_topology_lock();
 	mock_wash();
 	check(LIST_EMPTY(&g_dmirror_class.geom), "no dmirror geom left");
 	g_topology_unlock();
-	check(mock_live_kprocs == 0, "no worker thread left");
+	check(mock_live_kprocs == 0, "no worker thread left (%d)", mock_live_kprocs);
 	check(allocs("dmirror_data") == 0, "every dmirror allocation freed (%ld left)",
 	    allocs("dmirror_data"));
 	check(allocs("GEOM") == 0, "every g_read_data buffer freed (%ld left)", allocs("GEOM"));

@@ -214,19 +214,22 @@ pub unsafe fn bitmap_from_c<'i>(
 ///
 /// # Safety
 /// The bitmaps `init` points to must be valid for `'i` (see [`bitmap_from_c`]).
-pub unsafe fn init_from_c<'i>(cfg: &Config, init: &dmirror_init) -> Result<Init<'i>, Refusal> {
+pub unsafe fn init_from_c<'i>(
+    cfg: &Config,
+    init: &dmirror_init,
+    out: &mut Init<'i>,
+) -> Result<(), Refusal> {
     let regions = regions(cfg).ok_or(Refusal::inval(DMIRROR_WHY_REGION_SIZE))?;
-    let mut out = Init {
-        mirror_uuid: init.mirror_uuid,
-        name: init.name,
-        generation: init.generation,
-        seq: init.seq,
-        authoritative: init.authoritative,
-        legs: [LegInit::EMPTY; MAX_LEGS],
-        // SAFETY: forwarded contract.
-        dirty: unsafe { bitmap_from_c(&init.dirty, regions, 0)? },
-        tracking: [None; MAX_LEGS],
-    };
+    // Field by field into the caller's `Init` (2.4 KiB): no temporary of that size.
+    out.mirror_uuid = init.mirror_uuid;
+    out.name = init.name;
+    out.generation = init.generation;
+    out.seq = init.seq;
+    out.authoritative = init.authoritative;
+    out.legs = [LegInit::EMPTY; MAX_LEGS];
+    out.tracking = [None; MAX_LEGS];
+    // SAFETY: forwarded contract.
+    out.dirty = unsafe { bitmap_from_c(&init.dirty, regions, 0)? };
     let legs = usize::from(cfg.legs);
     let slots = init
         .legs
@@ -266,7 +269,19 @@ pub unsafe fn init_from_c<'i>(cfg: &Config, init: &dmirror_init) -> Result<Init<
         // SAFETY: forwarded contract.
         *track = unsafe { bitmap_from_c(bm, regions, idx)? };
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The C form of one leg slot's starting state.
+pub fn leg_init_to_c(l: &LegInit) -> dmirror_leg_init {
+    dmirror_leg_init {
+        sectors: l.sectors,
+        rebuild_checkpoint: l.rebuild.checkpoint,
+        uuid: l.uuid,
+        state: leg_state_to_c(l.state),
+        rebuild_full: u8::from(l.rebuild.full),
+        _pad: [0; 3],
+    }
 }
 
 /// The C form of a starting state without bitmaps (used by `dmirror_init_fresh`).
@@ -282,14 +297,7 @@ pub fn init_to_c(init: &Init<'_>, out: &mut dmirror_init) {
         len: 0,
     };
     for (c, l) in out.legs.iter_mut().zip(init.legs.iter()) {
-        *c = dmirror_leg_init {
-            sectors: l.sectors,
-            rebuild_checkpoint: l.rebuild.checkpoint,
-            uuid: l.uuid,
-            state: leg_state_to_c(l.state),
-            rebuild_full: u8::from(l.rebuild.full),
-            _pad: [0; 3],
-        };
+        *c = leg_init_to_c(l);
     }
     for t in out.tracking.iter_mut() {
         *t = dmirror_bitmap {

@@ -99,6 +99,16 @@ fn parent_io_checks() {
     assert!(parent_from_c(&p).unwrap().fua);
 }
 
+/// `init_from_c` into a fresh `Init`.
+///
+/// # Safety
+/// As for `init_from_c`.
+unsafe fn init_of<'i>(cfg: &Config, c: &dmirror_init) -> Result<::dmirror::Init<'i>, Refusal> {
+    let mut init = ::dmirror::Init::EMPTY;
+    // SAFETY: forwarded.
+    unsafe { init_from_c(cfg, c, &mut init) }.map(|()| init)
+}
+
 fn fresh_init(legs: u8) -> std::boxed::Box<dmirror_init> {
     let mut i = std::boxed::Box::new(dmirror_init::default());
     // SAFETY: valid out-pointer.
@@ -111,14 +121,14 @@ fn init_from_c_checks_slots_and_bitmaps() {
     let cfg = config_from_c(&cfg_c(2)).unwrap();
     let good = fresh_init(2);
     // SAFETY: no bitmaps.
-    let init = unsafe { init_from_c(&cfg, &good) }.unwrap();
+    let init = unsafe { init_of(&cfg, &good) }.unwrap();
     assert_eq!(init.legs[1].state, LegState::InSync);
     assert_eq!(init.legs[2].state, LegState::Empty);
 
     let mut bad = fresh_init(2);
     bad.legs[5].sectors = 1;
     // SAFETY: no bitmaps.
-    let e = unsafe { init_from_c(&cfg, &bad) }.unwrap_err();
+    let e = unsafe { init_of(&cfg, &bad) }.unwrap_err();
     assert_eq!(
         (e.why, e.leg),
         (DMIRROR_WHY_INITIAL_STATE, 5),
@@ -128,7 +138,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
     let mut bad = fresh_init(2);
     bad.legs[1].state = 9;
     // SAFETY: no bitmaps.
-    let e = unsafe { init_from_c(&cfg, &bad) }.unwrap_err();
+    let e = unsafe { init_of(&cfg, &bad) }.unwrap_err();
     assert_eq!((e.why, e.leg), (DMIRROR_WHY_LEG_STATE, 1));
 
     let mut bad = fresh_init(2);
@@ -138,7 +148,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
     };
     // SAFETY: the bitmap is NULL.
     assert_eq!(
-        unsafe { init_from_c(&cfg, &bad) }.unwrap_err().why,
+        unsafe { init_of(&cfg, &bad) }.unwrap_err().why,
         DMIRROR_WHY_BITMAP
     );
 
@@ -150,7 +160,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
         len: 7,
     };
     // SAFETY: `short` outlives the call.
-    let e = unsafe { init_from_c(&cfg, &bad) }.unwrap_err();
+    let e = unsafe { init_of(&cfg, &bad) }.unwrap_err();
     assert_eq!((e.why, e.leg), (DMIRROR_WHY_BITMAP, 1));
 
     let enough = [0xffu8; 8];
@@ -160,7 +170,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
         len: 8,
     };
     // SAFETY: `enough` outlives the call and `init`.
-    let init = unsafe { init_from_c(&cfg, &ok) }.unwrap();
+    let init = unsafe { init_of(&cfg, &ok) }.unwrap();
     assert_eq!(init.dirty, Some(&enough[..]));
 }
 
@@ -259,11 +269,15 @@ fn leg_io_and_events_convert() {
 
 #[test]
 fn why_strings_are_nul_terminated() {
-    for code in 0..=20u32 {
+    // The last code is the disk log's (the "Disk log" block of dmirror.h).
+    for code in 0..=DMIRROR_WHY_LOG_IS_A_LEG + 1 {
         let p = dmirror_why_str(code);
         // SAFETY: the glue returns static NUL-terminated strings.
         let s = unsafe { core::ffi::CStr::from_ptr(p) };
         assert!(!s.to_bytes().is_empty());
+        // Every defined code has its own description.
+        let unknown = s.to_bytes() == b"unknown reason";
+        assert_eq!(unknown, code > DMIRROR_WHY_LOG_IS_A_LEG, "code {code}");
     }
 }
 

@@ -945,21 +945,45 @@ impl Superblock {
         Ok(())
     }
 
+    /// A zeroed superblock (not a valid one): the starting value of memory given to
+    /// [`Superblock::decode_into`].
+    pub const ZEROED: Superblock = Superblock {
+        seq: 0,
+        generation: 0,
+        mirror_uuid: [0; 16],
+        leg_index: 0,
+        nlegs: 0,
+        authoritative: 0,
+        clean: false,
+        sector_size: 0,
+        region_sectors: 0,
+        data_sectors: 0,
+        bitmap_start: 0,
+        bitmap_sectors: 0,
+        tracking_start: 0,
+        read_policy: 0,
+        read_policy_arg: 0,
+        name: [0; 32],
+        legs: [DiskLeg::EMPTY; MAX_LEGS],
+    };
+
     /// Reads and validates a superblock from the first `SB_BYTES` of `buf` (the rest of a slot is
     /// ignored). Checks, in order: length, blank, magic, version, checksum, then every field.
     ///
     /// A disk log device's superblock is refused here ([`FormatError::LogDevice`]): legs and log
     /// devices are never mistaken for each other. [`Superblock::decode_log`] reads those.
-    #[inline(always)] // callers call `decode_kind` directly: no frame of its own
     pub fn decode(buf: &[u8]) -> Result<Superblock, FormatError> {
-        Self::decode_kind(buf, false)
+        let mut sb = Superblock::ZEROED;
+        Superblock::decode_into(buf, &mut sb)?;
+        Ok(sb)
     }
 
     /// Reads and validates a disk log device's superblock (docs/FORMAT.md, section 9); a leg's
     /// superblock is refused ([`FormatError::NotLogDevice`]).
-    #[inline(always)]
     pub fn decode_log(buf: &[u8]) -> Result<Superblock, FormatError> {
-        Self::decode_kind(buf, true)
+        let mut sb = Superblock::ZEROED;
+        Superblock::decode_log_into(buf, &mut sb)?;
+        Ok(sb)
     }
 
     /// Written to a disk log device, not to a leg.
@@ -967,9 +991,23 @@ impl Superblock {
         self.leg_index == LOG_DEVICE_INDEX
     }
 
-    /// `decode` (`log` false) or `decode_log` (`log` true).
-    #[inline(never)] // keeps its ~3 KiB of locals out of every caller's frame
-    fn decode_kind(buf: &[u8], log: bool) -> Result<Superblock, FormatError> {
+    /// [`Superblock::decode`] into memory the caller provides, so that a caller with little stack
+    /// (a kernel thread) never has a decoded superblock (~1.6 KiB) moved through temporaries.
+    /// On error `out` holds an unspecified (partly decoded) value.
+    #[inline(always)] // callers call `decode_kind_into` directly
+    pub fn decode_into(buf: &[u8], out: &mut Superblock) -> Result<(), FormatError> {
+        Superblock::decode_kind_into(buf, out, false)
+    }
+
+    /// [`Superblock::decode_log`] into memory the caller provides.
+    #[inline(always)]
+    pub fn decode_log_into(buf: &[u8], out: &mut Superblock) -> Result<(), FormatError> {
+        Superblock::decode_kind_into(buf, out, true)
+    }
+
+    /// `decode_into` (`log` false) or `decode_log_into` (`log` true).
+    #[inline(never)] // its reader's locals stay out of every caller's frame
+    fn decode_kind_into(buf: &[u8], out: &mut Superblock, log: bool) -> Result<(), FormatError> {
         let block = buf.get(..SB_BYTES).ok_or(FormatError::Truncated)?;
         let r = Reader(block);
         if r.bytes::<8>(OFF_MAGIC)? != MAGIC {
@@ -995,27 +1033,24 @@ impl Superblock {
         {
             return Err(FormatError::BadField("reserved"));
         }
-        // Built in place (one superblock-sized local) to keep the frame small.
-        let mut sb = Superblock {
-            seq: r.u64(OFF_SEQ)?,
-            generation: r.u64(OFF_GENERATION)?,
-            mirror_uuid: r.bytes(OFF_MIRROR_UUID)?,
-            leg_index: r.u8(OFF_LEG_INDEX)?,
-            nlegs: r.u8(OFF_NLEGS)?,
-            authoritative: r.u8(OFF_AUTHORITATIVE)?,
-            clean: r.bool(OFF_CLEAN, "clean")?,
-            sector_size: r.u32(OFF_SECTOR_SIZE)?,
-            region_sectors: r.u64(OFF_REGION_SECTORS)?,
-            data_sectors: r.u64(OFF_DATA_SECTORS)?,
-            bitmap_start: r.u64(OFF_BITMAP_START)?,
-            bitmap_sectors: r.u64(OFF_BITMAP_SECTORS)?,
-            tracking_start: r.u64(OFF_TRACKING_START)?,
-            read_policy: r.u8(OFF_READ_POLICY)?,
-            read_policy_arg: r.u32(OFF_READ_POLICY_ARG)?,
-            name: r.bytes(OFF_NAME)?,
-            legs: [DiskLeg::EMPTY; MAX_LEGS],
-        };
-        for (k, leg) in sb.legs.iter_mut().enumerate() {
+        // Field by field into the caller's memory: no superblock-sized local.
+        out.seq = r.u64(OFF_SEQ)?;
+        out.generation = r.u64(OFF_GENERATION)?;
+        out.mirror_uuid = r.bytes(OFF_MIRROR_UUID)?;
+        out.leg_index = r.u8(OFF_LEG_INDEX)?;
+        out.nlegs = r.u8(OFF_NLEGS)?;
+        out.authoritative = r.u8(OFF_AUTHORITATIVE)?;
+        out.clean = r.bool(OFF_CLEAN, "clean")?;
+        out.sector_size = r.u32(OFF_SECTOR_SIZE)?;
+        out.region_sectors = r.u64(OFF_REGION_SECTORS)?;
+        out.data_sectors = r.u64(OFF_DATA_SECTORS)?;
+        out.bitmap_start = r.u64(OFF_BITMAP_START)?;
+        out.bitmap_sectors = r.u64(OFF_BITMAP_SECTORS)?;
+        out.tracking_start = r.u64(OFF_TRACKING_START)?;
+        out.read_policy = r.u8(OFF_READ_POLICY)?;
+        out.read_policy_arg = r.u32(OFF_READ_POLICY_ARG)?;
+        out.name = r.bytes(OFF_NAME)?;
+        for (k, leg) in out.legs.iter_mut().enumerate() {
             let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
             let mut since = [0u8; 8];
             for (k, b) in since.iter_mut().take(6).enumerate() {
@@ -1030,11 +1065,11 @@ impl Superblock {
                 since: u64::from_le_bytes(since),
             };
         }
-        sb.validate()?;
-        match (sb.is_log_device(), log) {
+        out.validate()?;
+        match (out.is_log_device(), log) {
             (true, false) => Err(FormatError::LogDevice),
             (false, true) => Err(FormatError::NotLogDevice),
-            _ => Ok(sb),
+            _ => Ok(()),
         }
     }
 }
@@ -1074,27 +1109,53 @@ pub fn newest(
     }
 }
 
-/// Decodes both slots of a leg and returns the superblock to believe, by the rule of [`newest`],
-/// holding at most one decoded superblock at a time (it decodes the chosen slot twice): for
-/// callers with little stack, such as a kernel thread.
+/// Decodes both slots of a leg and returns the superblock to believe, by the rule of [`newest`].
 pub fn decode_newest(slot0: &[u8], slot1: &[u8]) -> Result<Superblock, FormatError> {
-    match pick_slot(slot_seq(slot0), slot_seq(slot1))? {
-        0 => Superblock::decode(slot0),
-        _ => Superblock::decode(slot1),
+    let mut sb = Superblock::ZEROED;
+    decode_newest_into(slot0, slot1, &mut sb)?;
+    Ok(sb)
+}
+
+/// [`decode_newest`] into memory the caller provides, the only superblock-sized memory it uses
+/// (it decodes each slot into `out`, and the chosen one again if it was not the last): for
+/// callers with little stack, such as a kernel thread. On error `out` holds an unspecified value.
+pub fn decode_newest_into(
+    slot0: &[u8],
+    slot1: &[u8],
+    out: &mut Superblock,
+) -> Result<(), FormatError> {
+    let s0 = Superblock::decode_into(slot0, out).map(|()| out.seq);
+    let s1 = Superblock::decode_into(slot1, out).map(|()| out.seq);
+    let slot1_ok = s1.is_ok();
+    match pick_slot(s0, s1)? {
+        0 => Superblock::decode_into(slot0, out),
+        // `out` holds slot 1 already (decoded last, and it decoded).
+        _ if slot1_ok => Ok(()),
+        _ => Superblock::decode_into(slot1, out),
     }
 }
 
 /// [`decode_newest`] for the two slots of a disk log device (the same slot rule).
 pub fn decode_newest_log(slot0: &[u8], slot1: &[u8]) -> Result<Superblock, FormatError> {
-    match pick_slot(slot_seq_log(slot0), slot_seq_log(slot1))? {
-        0 => Superblock::decode_log(slot0),
-        _ => Superblock::decode_log(slot1),
-    }
+    let mut sb = Superblock::ZEROED;
+    decode_newest_log_into(slot0, slot1, &mut sb)?;
+    Ok(sb)
 }
 
-#[inline(never)]
-fn slot_seq_log(buf: &[u8]) -> Result<u64, FormatError> {
-    Superblock::decode_log(buf).map(|sb| sb.seq)
+/// [`decode_newest_log`] into memory the caller provides (as [`decode_newest_into`]).
+pub fn decode_newest_log_into(
+    slot0: &[u8],
+    slot1: &[u8],
+    out: &mut Superblock,
+) -> Result<(), FormatError> {
+    let s0 = Superblock::decode_log_into(slot0, out).map(|()| out.seq);
+    let s1 = Superblock::decode_log_into(slot1, out).map(|()| out.seq);
+    let slot1_ok = s1.is_ok();
+    match pick_slot(s0, s1)? {
+        0 => Superblock::decode_log_into(slot0, out),
+        _ if slot1_ok => Ok(()),
+        _ => Superblock::decode_log_into(slot1, out),
+    }
 }
 
 /// The `leg_index` value that marks a disk log device's superblock (never a leg's: a leg's index
@@ -1103,7 +1164,8 @@ pub const LOG_DEVICE_INDEX: u8 = 0xFF;
 
 /// The layout of a disk log device (docs/FORMAT.md, section 9): the whole device is metadata, laid
 /// out from its START — slot 0 at sector 0, slot 1 right after it, then the write-intent bitmap
-/// and the 32 tracking bitmaps, as on a leg. `meta_start` is 0 (no data). The positions depend
+/// and the tracking bitmaps (leg k's at `tracking(k)`, as on a leg; only the table's legs' are
+/// kept, see [`log_device_sectors`]). `meta_start` is 0 (no data). The positions depend
 /// only on the geometry, never on the device's size; [`log_device_sectors`] is the size needed.
 pub fn log_layout(
     sector_size: u32,
@@ -1143,12 +1205,6 @@ pub fn log_device_sectors(
         .checked_mul(u64::from(legs) + 1)
         .and_then(|b| b.checked_add(l.bitmap_start))
         .ok_or(FormatError::TooManyRegions { regions: l.regions })
-}
-
-/// The seq of the superblock in `buf`, if it decodes.
-#[inline(never)]
-fn slot_seq(buf: &[u8]) -> Result<u64, FormatError> {
-    Superblock::decode(buf).map(|sb| sb.seq)
 }
 
 /// The rule of [`newest`] on what decoding each slot gave (its seq, or why it is unusable):

@@ -319,6 +319,23 @@ pub struct Counters {
     pub busy: u64,
 }
 
+impl Counters {
+    pub const ZERO: Counters = Counters {
+        parent_reads: 0,
+        parent_writes: 0,
+        parent_flushes: 0,
+        parent_discards: 0,
+        parent_errors: 0,
+        read_retries: 0,
+        repairs: 0,
+        resync_sectors: 0,
+        meta_writes: 0,
+        meta_flushes: 0,
+        meta_errors: 0,
+        busy: 0,
+    };
+}
+
 /// A snapshot of the whole mirror, for hosts to format (dm status, GEOM XML, the CLI).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -335,4 +352,21 @@ pub struct Status {
     pub inflight_leg_ios: u32,
     pub counters: Counters,
     pub read_policy: ReadPolicy,
+}
+
+impl Status {
+    /// A snapshot of nothing: the starting value of memory given to `Mirror::status_into`.
+    pub const EMPTY: Status = Status {
+        legs: 0,
+        leg: [LegStatus::EMPTY; MAX_LEGS],
+        authoritative: 0,
+        generation: 0,
+        regions: 0,
+        regions_in_sync: 0,
+        dirty_regions: 0,
+        inflight_parents: 0,
+        inflight_leg_ios: 0,
+        counters: Counters::ZERO,
+        read_policy: ReadPolicy::Load,
+    };
 }

@@ -1103,6 +1103,8 @@ mock_disk_do(struct mock_disk *d, struct bio *bp)
 			error = EIO;
 			break;
 		}
+		if (bp->bio_cmd == BIO_WRITE && d->write_delay_ms > 0)
+			usleep((useconds_t)d->write_delay_ms * 1000);
 		if (bp->bio_cmd == BIO_READ) {
 			memcpy(bp->bio_data, d->mem + bp->bio_offset, (size_t)bp->bio_length);
 			d->reads++;
