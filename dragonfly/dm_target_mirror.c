@@ -992,19 +992,12 @@ dmm_activate(struct dmm_softc *sc)
 	}
 	switch (sc->table->log_type) {
 	case DMIRROR_DM_LOG_DISK:
-#ifdef __NetBSD__
-		/* dmirror_assemble_log needs ~14 KiB of stack and dmirror_create_assembled ~11;
-		 * a NetBSD kernel thread has about 12 (UPAGES, one of them a red zone). */
-		dmm_refuse(sc, "the disk log is not supported on NetBSD yet (activating it needs "
-		    "more stack than a NetBSD kernel thread has); use the core log");
-		return;
-#else
+		/* dmirror_assemble_log needs ~3 KiB of stack: a default kernel thread will do. */
 		if (!sc->has_log) {
 			dmm_refuse(sc, "disk log: no log device open");
 			return;
 		}
 		break;
-#endif
 	case DMIRROR_DM_LOG_DMIRROR:
 		/*
 		 * Also on NetBSD, whose kthreads have a fixed stack (amd64 UPAGES 5, one page a

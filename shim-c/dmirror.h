@@ -630,8 +630,8 @@ int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
  * dmirror_assemble(): config (log = DMIRROR_REGION_LOG_DEVICE), init, present[] = 1 for every leg
  * (label[i] = i), clean = 0, dirty[0] and tracking[k] with leg = DMIRROR_LOGDEV_LEG (the log
  * device's bitmaps to read; none for a new mirror); then call dmirror_create_assembled().
- * *fresh (optional) is set to 1 for a new mirror. Pure: no callbacks, nothing written. Needs
- * about 14 KiB of kernel stack (tests/kernel-stack-report.sh): call it as dmirror_assemble().
+ * *fresh (optional) is set to 1 for a new mirror. Pure: no callbacks, nothing written. Kernel
+ * stack: about 3 KiB (it uses *out as working memory until it writes the answer there).
  */
 int dmirror_assemble_log(const struct dmirror_leg_read *log, const struct dmirror_leg_read *tail,
     const struct dmirror_config *cfg,

@@ -2,10 +2,10 @@
 //! activation decision (`dmirror::logdev::assemble_log`) in `struct dmirror_assembly` form for
 //! `dmirror_create_assembled`, and the log's health.
 use crate::abi::*;
-use crate::convert::{config_from_c, config_to_c, init_to_c, Refusal};
+use crate::convert::{config_from_c, config_to_c, leg_init_to_c, Refusal};
 use crate::glue::{c_bytes, c_ref, set_why, set_why_r, with_mirror, CBuf};
-use ::dmirror::logdev::{assemble_log, LogError, LogRead, LogSync, LogTable};
-use ::dmirror::MAX_LEGS;
+use ::dmirror::format::Superblock;
+use ::dmirror::logdev::{assemble_log_into, LogAssembly, LogError, LogRead, LogSync, LogTable};
 use core::ffi::{c_char, c_int};
 use core::ptr;
 
@@ -112,7 +112,7 @@ pub unsafe extern "C" fn dmirror_assemble_log(
         }
     };
     let n = usize::from(cfg.legs);
-    if leg_sectors.is_null() || !leg_sectors.is_aligned() || n == 0 || n > MAX_LEGS {
+    if leg_sectors.is_null() || !leg_sectors.is_aligned() || n == 0 || n > ::dmirror::MAX_LEGS {
         set_why(why, DMIRROR_WHY_LEG_COUNT, 0);
         return DMIRROR_EINVAL;
     }
@@ -163,27 +163,46 @@ pub unsafe extern "C" fn dmirror_assemble_log(
         slot1,
         tail,
     };
-    let a = match assemble_log(&read, &table) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
-            let r = log_error(&e);
-            set_why_r(why, &r);
-            return r.errno;
-        }
+    // Kernel stack: the answer (~2 KiB) is the one large local; the superblock being decoded
+    // (~1.6 KiB) lives in the caller's `out` until the answer is written there.
+    let mut a = LogAssembly::EMPTY;
+    // SAFETY: `out` is non-NULL, aligned, and the caller's writable dmirror_assembly, at least as
+    // large and as aligned as a Superblock (asserted below); nothing else refers to it during
+    // this call. A valid Superblock is written before the reference is formed, and `out` is
+    // overwritten (zeroed, then filled) below, after the last use of `scratch`.
+    let scratch = unsafe {
+        let w = out.cast::<Superblock>();
+        w.write(Superblock::ZEROED);
+        &mut *w
     };
+    let res = assemble_log_into(&read, &table, scratch, &mut a);
     // SAFETY: checked non-NULL and aligned; every field is plain data: zero, then fill.
     let o = unsafe {
         ptr::write_bytes(out, 0, 1);
         &mut *out
     };
+    if let Err(e) = res {
+        let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
+        let r = log_error(&e);
+        set_why_r(why, &r);
+        return r.errno;
+    }
     // The table's pools and tuning, the log's read policy (a valid log) and the disk log kind.
     let mut run = cfg;
     if !a.fresh {
         run.read_policy = a.read_policy;
     }
     o.config = config_to_c(&run);
-    init_to_c(&a.init(None, [None; MAX_LEGS]), &mut o.init);
+    // What LogAssembly::init(None, no tracking) gives, field by field (no intermediate Init: it
+    // would be 2.4 KiB more of stack); the bitmaps stay NULL.
+    o.init.mirror_uuid = a.mirror_uuid;
+    o.init.name = a.name;
+    o.init.generation = a.generation;
+    o.init.seq = a.seq;
+    o.init.authoritative = a.authoritative;
+    for (c, l) in o.init.legs.iter_mut().zip(a.legs.iter()) {
+        *c = leg_init_to_c(l);
+    }
     for (i, (label, present)) in o
         .label
         .iter_mut()
@@ -224,6 +243,9 @@ pub unsafe extern "C" fn dmirror_assemble_log(
     }
     0
 }
+
+static_assertions::const_assert!(size_of::<Superblock>() <= size_of::<dmirror_assembly>());
+static_assertions::const_assert!(align_of::<Superblock>() <= align_of::<dmirror_assembly>());
 
 /// See dmirror.h.
 ///

@@ -183,7 +183,7 @@ pub struct LogAssembly {
     pub tracking_needed: u32,
 }
 
-fn is_unlabelled(r: &Result<u64, FormatError>) -> bool {
+fn is_unlabelled(r: &Result<(), FormatError>) -> bool {
     matches!(r, Err(FormatError::Blank | FormatError::BadMagic))
 }
 
@@ -194,18 +194,23 @@ fn leg_uuid(mirror: &[u8; 16], k: u8) -> [u8; 16] {
     u
 }
 
-#[inline(never)]
-fn slot_state(buf: &[u8]) -> Result<u64, FormatError> {
-    Superblock::decode_log(buf).map(|sb| sb.seq)
-}
-
-#[inline(never)]
-fn slot_state_leg(buf: &[u8]) -> Result<u64, FormatError> {
-    Superblock::decode(buf).map(|sb| sb.seq)
-}
-
 /// Decide how the mirror starts from its disk log (see the module documentation).
 pub fn assemble_log(log: &LogRead<'_>, table: &LogTable<'_>) -> Result<LogAssembly, LogError> {
+    let mut scratch = Superblock::ZEROED;
+    let mut out = LogAssembly::EMPTY;
+    assemble_log_into(log, table, &mut scratch, &mut out)?;
+    Ok(out)
+}
+
+/// [`assemble_log`] in memory the caller provides: `scratch` for the one superblock decoded at a
+/// time, `out` for the answer (unspecified on error). For callers with little stack (a kernel
+/// thread): no superblock or answer is moved through temporaries.
+pub fn assemble_log_into(
+    log: &LogRead<'_>,
+    table: &LogTable<'_>,
+    scratch: &mut Superblock,
+    out: &mut LogAssembly,
+) -> Result<(), LogError> {
     let n = table.leg_sectors.len();
     if n == 0 || n > MAX_LEGS {
         return Err(LogError::Table("number of legs (1 to 32)"));
@@ -243,26 +248,33 @@ pub fn assemble_log(log: &LogRead<'_>, table: &LogTable<'_>) -> Result<LogAssemb
             actual: table.leg_sectors.get(k).copied().unwrap_or(0),
         });
     }
-    let s0 = slot_state(log.slot0);
-    let s1 = slot_state(log.slot1);
-    if is_unlabelled(&s0) && is_unlabelled(&s1) {
+    let unlabelled = is_unlabelled(&Superblock::decode_log_into(log.slot0, scratch))
+        && is_unlabelled(&Superblock::decode_log_into(log.slot1, scratch));
+    if unlabelled {
         if let Some((t0, t1)) = log.tail {
-            if !is_unlabelled(&slot_state_leg(t0)) || !is_unlabelled(&slot_state_leg(t1)) {
+            if !is_unlabelled(&Superblock::decode_into(t0, scratch))
+                || !is_unlabelled(&Superblock::decode_into(t1, scratch))
+            {
                 return Err(LogError::IsALeg);
             }
         }
-        return fresh(table, nlegs, layout);
+        return fresh(table, nlegs, layout, out);
     }
-    let sb = format::decode_newest_log(log.slot0, log.slot1).map_err(LogError::Unreadable)?;
-    from_superblock(&sb, table, nlegs, layout)
+    format::decode_newest_log_into(log.slot0, log.slot1, scratch).map_err(LogError::Unreadable)?;
+    from_superblock(scratch, table, nlegs, layout, out)
 }
 
-fn fresh(table: &LogTable<'_>, nlegs: u8, layout: format::Layout) -> Result<LogAssembly, LogError> {
+fn fresh(
+    table: &LogTable<'_>,
+    nlegs: u8,
+    layout: format::Layout,
+    out: &mut LogAssembly,
+) -> Result<(), LogError> {
     if table.uuid == [0; 16] {
         return Err(LogError::Table("mirror uuid (all zero)"));
     }
-    let mut legs = [LegInit::EMPTY; MAX_LEGS];
-    for (k, (l, &sectors)) in legs.iter_mut().zip(table.leg_sectors).enumerate() {
+    *out = LogAssembly::EMPTY;
+    for (k, (l, &sectors)) in out.legs.iter_mut().zip(table.leg_sectors).enumerate() {
         *l = LegInit {
             state: if k == 0 || table.sync == LogSync::Skip {
                 LegState::InSync
@@ -278,22 +290,14 @@ fn fresh(table: &LogTable<'_>, nlegs: u8, layout: format::Layout) -> Result<LogA
             since: 0,
         };
     }
-    Ok(LogAssembly {
-        fresh: true,
-        clean: true,
-        nlegs,
-        mirror_uuid: table.uuid,
-        name: [0; 32],
-        generation: 1,
-        seq: 0,
-        authoritative: 0,
-        legs,
-        read_policy: crate::types::ReadPolicy::default(),
-        sector_size: table.sector_size,
-        layout,
-        dirty_needed: false,
-        tracking_needed: 0,
-    })
+    out.fresh = true;
+    out.clean = true;
+    out.nlegs = nlegs;
+    out.mirror_uuid = table.uuid;
+    out.generation = 1;
+    out.sector_size = table.sector_size;
+    out.layout = layout;
+    Ok(())
 }
 
 fn from_superblock(
@@ -301,7 +305,8 @@ fn from_superblock(
     table: &LogTable<'_>,
     nlegs: u8,
     layout: format::Layout,
-) -> Result<LogAssembly, LogError> {
+    out: &mut LogAssembly,
+) -> Result<(), LogError> {
     if sb.sector_size != table.sector_size {
         return Err(LogError::SectorSize {
             read: table.sector_size,
@@ -326,9 +331,9 @@ fn from_superblock(
             });
         }
     }
-    let mut legs = [LegInit::EMPTY; MAX_LEGS];
+    *out = LogAssembly::EMPTY;
     let mut tracking_needed = 0u32;
-    for (k, (l, &actual)) in legs.iter_mut().zip(table.leg_sectors).enumerate() {
+    for (k, (l, &actual)) in out.legs.iter_mut().zip(table.leg_sectors).enumerate() {
         let d = sb.legs.get(k).copied().unwrap_or(format::DiskLeg::EMPTY);
         if d.state != DiskLegState::Empty && d.sectors != actual {
             return Err(LogError::WrongSize {
@@ -376,7 +381,7 @@ fn from_superblock(
             since: d.since,
         };
     }
-    let in_sync = |k: u8| legs.get(usize::from(k)).map(|l| l.state) == Some(LegState::InSync);
+    let in_sync = |k: u8| out.legs.get(usize::from(k)).map(|l| l.state) == Some(LegState::InSync);
     let authoritative = if in_sync(sb.authoritative) {
         sb.authoritative
     } else {
@@ -385,7 +390,7 @@ fn from_superblock(
             .ok_or(LogError::NoUsableLeg)?
     };
     if table.sync == LogSync::Force {
-        for (k, l) in legs.iter_mut().enumerate().take(usize::from(nlegs)) {
+        for (k, l) in out.legs.iter_mut().enumerate().take(usize::from(nlegs)) {
             if k != usize::from(authoritative) {
                 l.state = LegState::Rebuilding;
                 l.rebuild = Rebuild {
@@ -396,25 +401,49 @@ fn from_superblock(
         }
         tracking_needed = 0;
     }
-    Ok(LogAssembly {
-        fresh: false,
-        clean: sb.clean,
-        nlegs,
-        mirror_uuid: sb.mirror_uuid,
-        name: sb.name,
-        generation: sb.generation,
-        seq: sb.seq,
-        authoritative,
-        legs,
-        read_policy: sb.read_policy().unwrap_or_default(),
-        sector_size: sb.sector_size,
-        layout,
-        dirty_needed: table.sync != LogSync::Force,
-        tracking_needed,
-    })
+    out.fresh = false;
+    out.clean = sb.clean;
+    out.nlegs = nlegs;
+    out.mirror_uuid = sb.mirror_uuid;
+    out.name = sb.name;
+    out.generation = sb.generation;
+    out.seq = sb.seq;
+    out.authoritative = authoritative;
+    out.read_policy = sb.read_policy().unwrap_or_default();
+    out.sector_size = sb.sector_size;
+    out.layout = layout;
+    out.dirty_needed = table.sync != LogSync::Force;
+    out.tracking_needed = tracking_needed;
+    Ok(())
 }
 
 impl LogAssembly {
+    /// A starting value for [`assemble_log_into`]'s answer (not a valid answer).
+    pub const EMPTY: LogAssembly = LogAssembly {
+        fresh: false,
+        clean: false,
+        nlegs: 0,
+        mirror_uuid: [0; 16],
+        name: [0; 32],
+        generation: 0,
+        seq: 0,
+        authoritative: 0,
+        legs: [LegInit::EMPTY; MAX_LEGS],
+        read_policy: crate::types::ReadPolicy::RoundRobin { batch: 8 },
+        sector_size: 0,
+        layout: format::Layout {
+            slot_sectors: 0,
+            slots: [0, 0],
+            bitmap_start: 0,
+            bitmap_sectors: 0,
+            tracking_start: 0,
+            meta_start: 0,
+            regions: 0,
+        },
+        dirty_needed: false,
+        tracking_needed: 0,
+    };
+
     /// Regions of the mirror.
     pub fn regions(&self) -> u64 {
         self.layout.regions
