@@ -575,6 +575,75 @@ int dmirror_destroy(struct dmirror *m);
  */
 void dmirror_host_panic(const char *msg);
 
+/*
+ * ---- Disk log (dm-mirror's "disk <log_dev> <region_size> [sync|nosync]") ----
+ *
+ * The legs carry only data; the superblock (leg table: each leg's uuid, size, state), the
+ * write-intent bitmap and the per-leg tracking bitmaps live on a separate log device, laid out
+ * from its start (docs/FORMAT.md, section 9). The core addresses the log device as leg
+ * DMIRROR_LOGDEV_LEG: issue() gets metadata writes (DMIRROR_BUF_META) and flushes for it, and its
+ * completions come back through dmirror_leg_done() as for any leg. meta_read() is called with
+ * leg = DMIRROR_LOGDEV_LEG for the bitmaps dmirror_create_assembled() reads from the log device.
+ * If the log device fails a write or flush, DMIRROR_EV_LOG_FAILED is raised once and nothing
+ * more is written to it; writes go on while every leg takes them, and a write that depends on a
+ * leg-state change the log could not record fails with DMIRROR_EIO. Recovery: reload with a new
+ * log device (full resync).
+ */
+#define DMIRROR_REGION_LOG_DEVICE 2u /* struct dmirror_config.log: a separate log device */
+#define DMIRROR_LOGDEV_LEG 255u      /* dmirror_leg_io.leg / meta_read leg: the log device */
+#define DMIRROR_EV_LOG_FAILED 9u     /* error: the log device failed; nothing more goes to it */
+
+/* dmirror_assemble_log() sync argument (the table's sync/nosync). */
+#define DMIRROR_LOGDEV_SYNC_DEFAULT 0u /* new log: full resync of legs 1..; valid log: as recorded */
+#define DMIRROR_LOGDEV_SYNC_FORCE 1u   /* "sync": every leg but the authoritative one in full */
+#define DMIRROR_LOGDEV_NOSYNC 2u       /* "nosync": a new log starts with every leg in sync */
+
+/* dmirror_assemble_log() refusals (struct dmirror_why.code; .value as noted). */
+#define DMIRROR_WHY_LOG_TOO_SMALL 25u /* the log device is smaller than .value sectors */
+#define DMIRROR_WHY_LOG_UNREADABLE 26u /* dmirror metadata there, but unusable (damaged both
+				        * slots, a leg's superblock, a newer format) */
+#define DMIRROR_WHY_LOG_FOREIGN 27u   /* another mirror's log (legs, data or region size differ:
+				       * .value is what the log records) */
+#define DMIRROR_WHY_LOG_IS_A_LEG 28u  /* no log, but a dmirror leg's metadata at the device's end:
+				       * a leg given as the log device (not overwritten) */
+/* Also used: DMIRROR_WHY_READ_SECTOR_SIZE (.value = the recorded size), DMIRROR_WHY_WRONG_SIZE
+ * (.leg = the leg, .value = its recorded size), DMIRROR_WHY_NO_USABLE_LEG, DMIRROR_WHY_LEG_COUNT,
+ * DMIRROR_WHY_SECTOR_SIZE / REGION_SIZE / DATA_SIZE (bad table geometry). */
+
+/* Sectors (of sector_size) a log device must have for this geometry and legs legs: two
+ * superblock slots, the write-intent bitmap and one tracking bitmap per leg. DMIRROR_EINVAL for
+ * a bad geometry or leg count. */
+int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
+    uint64_t data_sectors, uint32_t legs, uint64_t *out);
+
+/*
+ * Decide how a disk-log mirror starts, from the log device's two superblock slots (log->slot0 at
+ * sector 0, log->slot1 at sector max(4096, sector_size) / sector_size; log->sectors its size,
+ * log->sector_size the table's), optionally tail (NULL, or the two slots a dmirror leg of the
+ * log device's size would have at its end, from dmirror_sb_location(): a blank log that holds
+ * a leg's metadata there is refused, DMIRROR_WHY_LOG_IS_A_LEG) and the table: cfg (legs, data_sectors, sector_size,
+ * region_sectors, pools; cfg->log is ignored), leg_sectors[0..cfg->legs) the size of every leg's
+ * device from its table offset, sync a DMIRROR_LOGDEV_* value, uuid 16 random bytes (not all zero)
+ * naming a new mirror. A log without dmirror magic in either slot (all zeros, or what another
+ * program left) is a new mirror; a valid one gives its recorded state; anything else is refused
+ * with why and msg (optional, msg_len bytes) saying why. On success out is filled as for
+ * dmirror_assemble(): config (log = DMIRROR_REGION_LOG_DEVICE), init, present[] = 1 for every leg
+ * (label[i] = i), clean = 0, dirty[0] and tracking[k] with leg = DMIRROR_LOGDEV_LEG (the log
+ * device's bitmaps to read; none for a new mirror); then call dmirror_create_assembled().
+ * *fresh (optional) is set to 1 for a new mirror. Pure: no callbacks, nothing written. Kernel
+ * stack: about 3 KiB (it uses *out as working memory until it writes the answer there).
+ */
+int dmirror_assemble_log(const struct dmirror_leg_read *log, const struct dmirror_leg_read *tail,
+    const struct dmirror_config *cfg,
+    const uint64_t *leg_sectors, uint32_t sync, const uint8_t *uuid,
+    struct dmirror_assembly *out, uint8_t *fresh, struct dmirror_why *why, char *msg,
+    uint64_t msg_len);
+
+/* 1 if the mirror's log device failed (dm status 'D'), 0 if not (or no disk log). */
+int dmirror_log_failed(struct dmirror *m);
+
+/* ---- end of the disk log block ---- */
+
 #ifdef __cplusplus
 }
 #endif

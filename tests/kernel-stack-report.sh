@@ -8,8 +8,8 @@
 # Usage: tests/kernel-stack-report.sh OBJ.o [LIMIT_BYTES]
 #   With LIMIT_BYTES, exit 1 if ANY entry point needs more: the I/O-path ones ("io": submit,
 #   leg_done, tick, status, is_idle, the control operations, what a shim calls from its I/O and
-#   event threads) and the setup ones ("setup": create, create_assembled, assemble, identify and
-#   the helpers) alike. Shims size kernel threads from this limit (NetBSD's kthreads have a fixed
+#   event threads) and the setup ones ("setup": create, create_assembled, assemble, assemble_log,
+#   identify and the helpers) alike. Shims size kernel threads from this limit (NetBSD's kthreads have a fixed
 #   16 KiB stack; dmirror.h states the budget), so setup entry points must not grow past it
 #   either. Each line over the limit is marked OVER.
 #
@@ -67,7 +67,7 @@ END {
 		d = depth(f)
 		chain = f; g = f; k = 0
 		while (via[g] != "" && k < 6) { g = via[g]; chain = chain " > " (length(g) > 50 ? substr(g, 1, 50) "..." : g); k++ }
-		io = (f !~ /^dmirror_(create|create_assembled|assemble|identify|init_fresh|config_default|memory_needed|sb_location|max_data_sectors|why_str)$/)
+		io = (f !~ /^dmirror_(create|create_assembled|assemble|assemble_log|identify|init_fresh|config_default|memory_needed|sb_location|max_data_sectors|why_str)$/)
 		flag = ""
 		if (limit > 0 && d > limit) { flag = "  OVER " limit; bad = 1 }
 		printf "%7d  %s%s%s\n", d, (io ? "io   " : "setup"), "  " f, flag

@@ -108,6 +108,7 @@ pub fn config_from_c(c: &dmirror_config) -> Result<Config, Refusal> {
     let log = match u32::from(c.log) {
         DMIRROR_REGION_LOG_CORE => LogKind::Core,
         DMIRROR_REGION_LOG_ON_LEGS => LogKind::OnLegs,
+        DMIRROR_REGION_LOG_DEVICE => LogKind::Device,
         _ => return Err(Refusal::inval(DMIRROR_WHY_LOG_KIND)),
     };
     Ok(Config {
@@ -147,6 +148,7 @@ pub fn config_to_c(c: &Config) -> dmirror_config {
         log: match c.log {
             LogKind::Core => DMIRROR_REGION_LOG_CORE as u8,
             LogKind::OnLegs => DMIRROR_REGION_LOG_ON_LEGS as u8,
+            LogKind::Device => DMIRROR_REGION_LOG_DEVICE as u8,
         },
         _pad: [0; 6],
     }
@@ -436,6 +438,11 @@ pub fn event_to_c(e: Event) -> dmirror_event {
         Event::AuthoritativeChanged { leg } => {
             c.kind = DMIRROR_EV_AUTHORITATIVE;
             c.leg = u32::from(leg);
+        }
+        Event::LogFailed { error } => {
+            c.kind = DMIRROR_EV_LOG_FAILED;
+            c.leg = DMIRROR_LOGDEV_LEG;
+            c.error = io_error_to_c(error);
         }
     }
     c

@@ -85,7 +85,7 @@ static_assertions::const_assert!(align_of::<Glue>() <= GLUE_ALIGN);
 const CORE_OFFSET: usize = size_of::<Glue>().div_ceil(GLUE_ALIGN) * GLUE_ALIGN;
 
 /// The `Host` the core calls: forwards to the shim's callbacks.
-struct GlueHost {
+pub(crate) struct GlueHost {
     ops: Ops,
     ctx: *mut c_void,
 }
@@ -131,11 +131,11 @@ fn log2(ops: &Ops, ctx: *mut c_void, level: c_int, prefix: &[u8], detail: &[u8])
     unsafe { f(ctx, level, buf.as_ptr().cast()) }
 }
 
-fn set_why(why: *mut dmirror_why, code: u32, leg: u32) {
+pub(crate) fn set_why(why: *mut dmirror_why, code: u32, leg: u32) {
     set_why_r(why, &Refusal::leg(0, code, leg));
 }
 
-fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
+pub(crate) fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
     if !why.is_null() && why.is_aligned() {
         let w = dmirror_why {
             code: r.why,
@@ -151,7 +151,7 @@ fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
 ///
 /// # Safety
 /// If non-NULL and aligned, `p` must point to a valid `T` for `'a` (the caller's C contract).
-unsafe fn c_ref<'a, T>(p: *const T) -> Option<&'a T> {
+pub(crate) unsafe fn c_ref<'a, T>(p: *const T) -> Option<&'a T> {
     if p.is_null() || !p.is_aligned() {
         return None;
     }
@@ -180,7 +180,7 @@ unsafe fn glue(m: *mut dmirror) -> Option<*mut Glue> {
 ///
 /// # Safety
 /// `m` as for [`glue`].
-unsafe fn with_mirror(
+pub(crate) unsafe fn with_mirror(
     m: *mut dmirror,
     f: impl FnOnce(&mut Mirror<'static>, &mut GlueHost) -> c_int,
 ) -> c_int {
@@ -340,6 +340,10 @@ fn why_bytes(code: u32) -> &'static [u8] {
         DMIRROR_WHY_SPLIT_BRAIN => b"split brain: name the leg whose data wins\0",
         DMIRROR_WHY_CHOSEN => b"the leg chosen to win is absent or not in sync\0",
         DMIRROR_WHY_NO_USABLE_LEG => b"no present leg holds a full copy of the data\0",
+        DMIRROR_WHY_LOG_TOO_SMALL => b"log device too small for this mirror's log\0",
+        DMIRROR_WHY_LOG_UNREADABLE => b"log device holds unusable dmirror metadata\0",
+        DMIRROR_WHY_LOG_FOREIGN => b"log device belongs to another mirror\0",
+        DMIRROR_WHY_LOG_IS_A_LEG => b"the log device is a dmirror leg\0",
         _ => b"unknown reason\0",
     }
 }
@@ -425,7 +429,7 @@ unsafe fn input_name<'a>(p: *const c_char, i: usize) -> &'a str {
 ///
 /// # Safety
 /// If non-NULL, `p` points to `len` readable bytes valid for `'a`.
-unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
+pub(crate) unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
     if p.is_null() {
         return Some(&[]);
     }
@@ -515,9 +519,9 @@ fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &CLegs<'_>) 
 }
 
 /// Writes formatted text into a C buffer, truncating, always NUL-terminated.
-struct CBuf<'a> {
-    buf: &'a mut [u8],
-    n: usize,
+pub(crate) struct CBuf<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) n: usize,
 }
 
 impl core::fmt::Write for CBuf<'_> {
@@ -948,7 +952,9 @@ fn read_bitmap(
     buf: &mut [u8],
 ) -> Result<(), Refusal> {
     let bad = Refusal::leg(DMIRROR_EINVAL, DMIRROR_WHY_BITMAP, r.leg);
-    if r.leg >= u32::from(cfg.legs) {
+    // A disk log's bitmaps are on the log device (DMIRROR_LOGDEV_LEG), never on a leg.
+    let log_dev = cfg.log == ::dmirror::LogKind::Device;
+    if (log_dev && r.leg != DMIRROR_LOGDEV_LEG) || (!log_dev && r.leg >= u32::from(cfg.legs)) {
         return Err(bad);
     }
     let bytes = r
@@ -1029,7 +1035,7 @@ fn create_assembled(
     ctx: *mut c_void,
 ) -> Result<*mut Glue, Refusal> {
     let cfg = config_from_c(c_cfg)?;
-    if cfg.log != ::dmirror::LogKind::OnLegs {
+    if cfg.log == ::dmirror::LogKind::Core {
         return Err(Refusal::inval(DMIRROR_WHY_LOG_KIND));
     }
     let regions = regions(&cfg).ok_or(Refusal::inval(DMIRROR_WHY_REGION_SIZE))?;

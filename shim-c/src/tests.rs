@@ -239,6 +239,17 @@ fn leg_io_and_events_convert() {
         (e.kind, e.leg, e.state, e.error),
         (DMIRROR_EV_LEG_FAILED, 2, DMIRROR_LEG_MISSING, DMIRROR_ENXIO)
     );
+    let e = event_to_c(Event::LogFailed { error: IoError::Io });
+    assert_eq!(
+        (e.kind, e.leg, e.error),
+        (DMIRROR_EV_LOG_FAILED, DMIRROR_LOGDEV_LEG, DMIRROR_EIO)
+    );
+    // The disk log's leg I/O keeps its reserved leg number.
+    let c = leg_io_to_c(&LegIo {
+        leg: ::dmirror::LOG_DEV,
+        ..mk(BufRef::None)
+    });
+    assert_eq!(u32::from(c.leg), DMIRROR_LOGDEV_LEG);
     let e = event_to_c(Event::ResyncProgress {
         leg: 1,
         done: 5,
@@ -258,14 +269,15 @@ fn leg_io_and_events_convert() {
 
 #[test]
 fn why_strings_are_nul_terminated() {
-    for code in 0..=DMIRROR_WHY_NO_USABLE_LEG + 1 {
+    // The last code is the disk log's (the "Disk log" block of dmirror.h).
+    for code in 0..=DMIRROR_WHY_LOG_IS_A_LEG + 1 {
         let p = dmirror_why_str(code);
         // SAFETY: the glue returns static NUL-terminated strings.
         let s = unsafe { core::ffi::CStr::from_ptr(p) };
         assert!(!s.to_bytes().is_empty());
         // Every defined code has its own description.
         let unknown = s.to_bytes() == b"unknown reason";
-        assert_eq!(unknown, code > DMIRROR_WHY_NO_USABLE_LEG, "code {code}");
+        assert_eq!(unknown, code > DMIRROR_WHY_LOG_IS_A_LEG, "code {code}");
     }
 }
 

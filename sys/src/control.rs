@@ -40,8 +40,14 @@ impl<'a> Mirror<'a> {
             l.since = g;
         }
         match state {
-            // Regions with writes in flight may or may not have reached it: track them.
-            LegState::Missing => self.track_inflight(k),
+            // Regions with writes in flight may or may not have reached it: track them. So may
+            // the regions still marked in the write-intent bitmap: writes it completed there may
+            // sit in its volatile cache, never flushed (a bit is cleared only after a flush of
+            // every active leg, which it will miss), and a power loss would drop them.
+            LegState::Missing => {
+                self.track_inflight(k);
+                self.log.needs_sync_or_intent(k);
+            }
             _ => self.log.fill_needs(k, true),
         }
         self.log.request_super();
@@ -190,7 +196,7 @@ impl<'a> Mirror<'a> {
         // I/O from before it left may still be in flight: harmless. Its writes belong to unfinished
         // entries that new writes and copies of the same range are ordered behind, metadata rounds
         // wait for it, and old copies cannot close a region of the new pass.
-        let meta = if self.log.persistent() {
+        let meta = if self.cfg.log == LogKind::OnLegs {
             crate::log::MetaLayout::for_leg(&self.cfg, sectors).ok_or(ControlError::TooSmall)?
         } else {
             if sectors < self.cfg.data_sectors {

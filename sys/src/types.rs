@@ -39,7 +39,15 @@ pub enum LogKind {
     Core,
     /// Self-describing legs: superblocks and bitmaps at the end of every leg (docs/FORMAT.md).
     OnLegs,
+    /// A separate log device (dm-mirror's `disk` log): the legs carry only data; the superblock
+    /// (leg table, states) and every bitmap live on the log device, which the core addresses as
+    /// leg [`LOG_DEV`] (docs/FORMAT.md, section 9). One log-device round makes a mark durable for
+    /// every leg at once.
+    Device,
 }
+
+/// The `LegIo::leg` of I/O to the disk log device (`LogKind::Device`); never a leg index.
+pub const LOG_DEV: u8 = 0xFF;
 
 /// Resync engine tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +186,7 @@ pub enum BufRef<'m> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LegIo<'m> {
     pub token: Token,
-    /// Leg index, 0..legs.
+    /// Leg index, 0..legs; [`LOG_DEV`] for the disk log device.
     pub leg: u8,
     pub op: LegOp,
     /// Absolute sector on the leg (data at 0.., metadata at the end).
@@ -257,6 +265,10 @@ pub enum Event {
     ShutdownDone,
     /// The authoritative leg changed.
     AuthoritativeChanged { leg: u8 },
+    /// The disk log device (`LogKind::Device`) failed a write or flush: nothing more is written
+    /// to it. Writes go on while every leg takes them; a write that depends on a leg-state change
+    /// the log could not record fails (`IoError::Io`). Reload with a new log (full resync).
+    LogFailed { error: IoError },
 }
 
 /// Per-leg status.
