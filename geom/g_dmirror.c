@@ -517,31 +517,18 @@ g_dmirror_write_bytes(struct g_consumer *cp, off_t off, const uint8_t *buf, uint
 }
 
 /*
- * The class's helper thread. dmirror_assemble(), dmirror_create() and
- * dmirror_create_assembled() need about 32 KiB of kernel stack (dmirror.h), more than the GEOM
- * event thread (taste, ctlreq) has. The mirror workers are created with a large stack; taste,
- * clear and dump, which run in the event thread, hand dmirror_identify() to this thread and
- * wait for it. One per class (started by init, stopped by fini); jobs are serialized.
+ * The class's helper thread, and the stack of the mirror workers. Measured on the x86_64 kernel
+ * object by tests/kernel-stack-report.sh (the limit tests/kernel-build.sh enforces is 8 KiB for
+ * every entry point): dmirror_create_assembled() needs ~6.6 KiB, dmirror_assemble() ~6.1 KiB,
+ * dmirror_create() ~5.8 KiB, the I/O entry points ~4.7 KiB, dmirror_identify() ~2 KiB, the
+ * shim's own callbacks not included. Taste runs dmirror_identify() in the GEOM event thread;
+ * dump hands dmirror_assemble() of one device to this thread and waits for it (one per class,
+ * started by init, stopped by fini; jobs are serialized). 4 pages (16 KiB on amd64, FreeBSD's
+ * default KSTACK_PAGES) leave ~9 KiB above the deepest entry point for the worker's own frames,
+ * the callbacks (printf, g_read_data) and interrupts. It was 12 pages (48 KiB) when assembly
+ * needed ~40 KiB.
  */
-#define DM_KSTACK_PAGES 12 /* 48 KiB on amd64 */
-
-/*
- * The stack size to ask kproc_create() for. When the kernel's own stacks are large enough
- * (kern.kstack_pages >= DM_KSTACK_PAGES) ask for the default (0): the stack then comes from
- * the kernel's kstack arena like every other thread's. This matters on FreeBSD 15.0 kernels
- * built with INVARIANTS: there vm_thread_alloc_kstack_kva() asserts that every kernel stack is
- * aligned like an arena one, and a non-default size (taken from the general kernel arena)
- * panics with "allocated kstack KVA not aligned to multiple of kstack size" (seen when this
- * module was first loaded in such a kernel, tests/vm/README.md). The assertion exists only
- * with INVARIANTS; without it the 12-page stack is taken as before (tried: the same kernel
- * without INVARIANTS and WITNESS, default kern.kstack_pages, runs tests/vm/dmtest.c clean).
- * On an INVARIANTS kernel set kern.kstack_pages=12 at boot.
- */
-static int
-g_dmirror_kstack_pages(void)
-{
-	return (kstack_pages >= DM_KSTACK_PAGES ? 0 : DM_KSTACK_PAGES);
-}
+#define DM_KSTACK_PAGES 4 /* 16 KiB on amd64 */
 
 struct g_dmirror_job {
 	const struct dmirror_leg_read *reads;
@@ -572,7 +559,8 @@ g_dmirror_helper_main(void *arg __unused)
 			break;
 		TAILQ_REMOVE(&g_dmirror_jobs, j, link);
 		mtx_unlock(&g_dmirror_reqmtx);
-		j->rc = dmirror_identify(j->reads, j->out, j->why, j->msg, j->msg_len);
+		j->rc = dmirror_assemble(j->reads, j->nreads, NULL, j->out, j->why, j->msg,
+		    j->msg_len);
 		mtx_lock(&g_dmirror_reqmtx);
 		j->done = 1;
 		wakeup(j);
@@ -590,8 +578,7 @@ g_dmirror_init(struct g_class *mp __unused)
 	mtx_lock(&g_dmirror_reqmtx);
 	g_dmirror_helper_state = 1;
 	mtx_unlock(&g_dmirror_reqmtx);
-	if (kproc_create(g_dmirror_helper_main, NULL, &g_dmirror_helper, 0,
-	    g_dmirror_kstack_pages(),
+	if (kproc_create(g_dmirror_helper_main, NULL, &g_dmirror_helper, 0, DM_KSTACK_PAGES,
 	    "g_dmirror") != 0) {
 		printf("GEOM_DMIRROR: cannot start the helper thread: no mirror will be found "
 		    "by taste\n");
@@ -617,16 +604,16 @@ g_dmirror_fini(struct g_class *mp __unused)
 	mtx_unlock(&g_dmirror_reqmtx);
 }
 
-/* dmirror_identify() on the helper's stack (topology lock not held: this sleeps). */
+/* dmirror_assemble() on the helper's stack (topology lock not held: this sleeps). */
 static int
-g_dmirror_identify_on_helper(const struct dmirror_leg_read *read, struct dmirror_assembly *out,
-    struct dmirror_why *why, char *msg, uint64_t msg_len)
+g_dmirror_assemble_on_helper(const struct dmirror_leg_read *reads, uint32_t nreads,
+    struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len)
 {
 	struct g_dmirror_job j;
 
 	memset(&j, 0, sizeof(j));
-	j.reads = read;
-	j.nreads = 1;
+	j.reads = reads;
+	j.nreads = nreads;
 	j.out = out;
 	j.why = why;
 	j.msg = msg;
@@ -646,7 +633,8 @@ g_dmirror_identify_on_helper(const struct dmirror_leg_read *read, struct dmirror
 
 /*
  * What one device says about itself: its superblock slots and the core's reading of them
- * (dmirror_identify() of that one device). Heap-allocated: about 4 KiB.
+ * (dmirror_identify(): no judgement, so a stale or rebuilding leg is recognised too; assembly
+ * over all the legs found decides what each one is).
  */
 struct g_dmirror_ident {
 	uint8_t *slot0, *slot1;
@@ -655,9 +643,8 @@ struct g_dmirror_ident {
 	uint32_t ss;                /* the mirror's sector size */
 	uint64_t sectors;           /* device size in mirror sectors */
 	u_int slot;                 /* which leg slot this device is */
-	struct dmirror_assembly as;
+	struct dmirror_identity idn;
 	struct dmirror_why why;
-	char msg[128];
 };
 
 static void
@@ -734,29 +721,19 @@ g_dmirror_read_ident(struct g_consumer *cp, struct g_dmirror_ident **out)
 		rd.name = pp->name;
 		rd.sector_size = ss;
 		memset(&id->why, 0, sizeof(id->why));
-		/*
-		 * dmirror_identify(), not dmirror_assemble(): a rebuilding leg alone holds no full
-		 * copy and cannot assemble, but it is a member to wait for (its rebuild resumes
-		 * from its checkpoint only if it is in the assembly). Found in a real kernel: the
-		 * rebuilding leg was dropped as "not a leg" after a crash mid-rebuild.
-		 */
-		error = g_dmirror_identify_on_helper(&rd, &id->as, &id->why, id->msg,
-		    sizeof(id->msg));
+		/* Pure, ~2 KiB of stack: fine in the event thread. */
+		error = dmirror_identify(&rd, &id->idn, &id->why);
 		if (error == 0)
 			break;
 		if (g_dmirror_debug > 1)
-			printf("GEOM_DMIRROR: %s: %s (%s)\n", pp->name,
-			    dmirror_why_str(id->why.code), id->msg);
+			printf("GEOM_DMIRROR: %s: %s\n", pp->name, dmirror_why_str(id->why.code));
 		if (pass > 0 || id->why.code != DMIRROR_WHY_READ_SECTOR_SIZE ||
 		    id->why.value == 0 || id->why.value > 65536)
 			goto fail;
 		ss = (uint32_t)id->why.value;
 	}
-	for (k = 0; k < DMIRROR_MAX_LEGS; k++) {
-		if (id->as.present[k] && id->as.label[k] == 0)
-			break;
-	}
-	if (k == DMIRROR_MAX_LEGS) {
+	k = id->idn.leg;
+	if (k >= DMIRROR_MAX_LEGS || k >= id->idn.nlegs) {
 		error = EINVAL;
 		goto fail;
 	}
@@ -2266,7 +2243,7 @@ g_dmirror_softc_launch(struct g_dmirror_softc *sc)
 	int error;
 
 	g_topology_assert();
-	error = kproc_create(g_dmirror_worker, sc, &sc->sc_worker, 0, g_dmirror_kstack_pages(),
+	error = kproc_create(g_dmirror_worker, sc, &sc->sc_worker, 0, DM_KSTACK_PAGES,
 	    "g_dmirror %s",
 	    sc->sc_name);
 	if (error != 0)
@@ -2342,26 +2319,27 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 		return (NULL);
 	}
 
-	memcpy(name, id->as.init.name, G_DMIRROR_NAME_MAX);
+	/*
+	 * Whatever state the device records for itself (in sync, stale, REBUILDING, ...), it is a
+	 * member of the mirror its uuid names: assembly over all the members found decides what
+	 * each one is (a rebuilding leg resumes from its checkpoint).
+	 */
+	memcpy(name, id->idn.name, G_DMIRROR_NAME_MAX);
 	name[G_DMIRROR_NAME_MAX] = '\0';
-	members = 0;
-	for (k = 0; k < id->as.config.legs && k < DMIRROR_MAX_LEGS; k++) {
-		if (id->as.init.legs[k].state != DMIRROR_LEG_EMPTY)
-			members |= 1u << k;
-	}
+	members = id->idn.members;
 	if (!g_dmirror_name_ok(name)) {
 		printf("GEOM_DMIRROR: %s: mirror metadata with an invalid name, ignored\n",
 		    pp->name);
 		goto out;
 	}
-	sc = g_dmirror_find_uuid(mp, id->as.init.mirror_uuid);
+	sc = g_dmirror_find_uuid(mp, id->idn.mirror_uuid);
 	if (sc == NULL) {
 		if (g_dmirror_find(mp, name) != NULL) {
 			printf("GEOM_DMIRROR: %s: belongs to another mirror also named %s, ignored\n",
 			    pp->name, name);
 			goto out;
 		}
-		sc = g_dmirror_softc_new(mp, name, id->as.init.mirror_uuid);
+		sc = g_dmirror_softc_new(mp, name, id->idn.mirror_uuid);
 		sc->sc_waitticks = (u_int)((uint64_t)g_dmirror_timeout * 1000 /
 		    (g_dmirror_tick_ms > 0 ? g_dmirror_tick_ms : 1));
 		if (sc->sc_waitticks == 0)
@@ -2388,7 +2366,7 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 		c->sectors = id->sectors;
 		c->ss = id->ss;
 		c->slot = id->slot;
-		c->generation = id->as.init.generation;
+		c->generation = id->idn.generation;
 		c->members = members;
 		c->cp = g_new_consumer(sc->sc_geom);
 		if (g_attach(c->cp, pp) != 0) {
@@ -2413,17 +2391,17 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 			    sc->sc_name, pp->name, k);
 			goto out;
 		}
-		if (memcmp(sc->sc_legs[k].uuid, id->as.init.legs[k].uuid, 16) != 0) {
+		if (memcmp(sc->sc_legs[k].uuid, id->idn.leg_uuid, 16) != 0) {
 			printf("GEOM_DMIRROR: %s: %s is not the device leg %u expects "
 			    "(removed or replaced): ignored\n", sc->sc_name, pp->name, k);
 			goto out;
 		}
 		mtx_lock(&sc->sc_mtx);
-		if (id->as.init.generation > sc->sc_generation) {
+		if (id->idn.generation > sc->sc_generation) {
 			mtx_unlock(&sc->sc_mtx);
 			printf("GEOM_DMIRROR: %s: %s has newer metadata (generation %ju) than the "
 			    "running mirror (%ju): split brain, refused; clear one side\n",
-			    sc->sc_name, pp->name, (uintmax_t)id->as.init.generation,
+			    sc->sc_name, pp->name, (uintmax_t)id->idn.generation,
 			    (uintmax_t)sc->sc_generation);
 			goto out;
 		}
@@ -2445,7 +2423,7 @@ g_dmirror_taste(struct g_class *mp, struct g_provider *pp, int flags __unused)
 		r->async = 1;
 		r->leg = k;
 		r->cp = cp;
-		memcpy(r->uuid, id->as.init.legs[k].uuid, 16);
+		memcpy(r->uuid, id->idn.leg_uuid, 16);
 		r->sectors = id->sectors;
 		r->incremental = 1;
 		g_dmirror_req_post(sc, r);
@@ -3106,6 +3084,66 @@ g_dmirror_destroy_geom(struct gctl_req *req __unused, struct g_class *mp __unuse
 	return (g_dmirror_stop(NULL, sc, 0, 0));
 }
 
+/*
+ * dump: what the device says about itself (dmirror_identify()), then its leg table as an
+ * assembly from this device alone gives it (other legs show as missing; a device that is not
+ * in sync by its own account does not assemble alone: then only the reason is shown).
+ */
+static void
+g_dmirror_dump_ident(struct sbuf *sb, struct g_provider *pp, struct g_dmirror_ident *id)
+{
+	struct dmirror_identity *idn = &id->idn;
+	struct dmirror_assembly *as;
+	struct dmirror_leg_read rd;
+	struct dmirror_why why;
+	char msg[128];
+	int k, error;
+
+	sbuf_printf(sb, "%s: mirror %.32s uuid ", pp->name, (const char *)idn->name);
+	g_dmirror_sbuf_uuid(sb, idn->mirror_uuid);
+	sbuf_printf(sb, "\n  this device: slot %u of %u, leg uuid ", id->slot, idn->nlegs);
+	g_dmirror_sbuf_uuid(sb, idn->leg_uuid);
+	sbuf_printf(sb, ", %s", g_dmirror_legstate(idn->state));
+	if (idn->state == DMIRROR_LEG_REBUILDING)
+		sbuf_printf(sb, " (%s, checkpoint region %ju)",
+		    idn->rebuild_full ? "full" : "incremental",
+		    (uintmax_t)idn->rebuild_checkpoint);
+	sbuf_printf(sb, "\n  generation %ju, sequence %ju, %s\n", (uintmax_t)idn->generation,
+	    (uintmax_t)idn->seq, idn->clean ? "clean" : "not clean");
+	sbuf_printf(sb, "  sector size %u, data %ju sectors, region %ju sectors\n",
+	    idn->sector_size, (uintmax_t)idn->data_sectors, (uintmax_t)idn->region_sectors);
+
+	as = malloc(sizeof(*as), M_DMIRROR, M_WAITOK | M_ZERO);
+	memset(&rd, 0, sizeof(rd));
+	rd.slot0 = id->slot0;
+	rd.slot0_len = id->slot0 != NULL ? id->slot_bytes : 0;
+	rd.slot1 = id->slot1;
+	rd.slot1_len = id->slot1 != NULL ? id->slot_bytes : 0;
+	rd.sectors = id->sectors;
+	rd.name = pp->name;
+	rd.sector_size = id->ss;
+	memset(&why, 0, sizeof(why));
+	msg[0] = '\0';
+	error = g_dmirror_assemble_on_helper(&rd, 1, as, &why, msg, sizeof(msg));
+	if (error != 0) {
+		sbuf_printf(sb, "  this device alone does not assemble: %s\n",
+		    msg[0] != '\0' ? msg : dmirror_why_str(why.code));
+	} else {
+		sbuf_printf(sb, "  authoritative slot %u; slots, as this device alone would "
+		    "assemble:\n", as->init.authoritative);
+		for (k = 0; k < as->config.legs && k < (int)DMIRROR_MAX_LEGS; k++) {
+			sbuf_printf(sb, "  slot %d: %s", k,
+			    g_dmirror_legstate(as->init.legs[k].state));
+			if (as->init.legs[k].state == DMIRROR_LEG_REBUILDING)
+				sbuf_printf(sb, " (%s, checkpoint region %ju)",
+				    as->init.legs[k].rebuild_full ? "full" : "incremental",
+				    (uintmax_t)as->init.legs[k].rebuild_checkpoint);
+			sbuf_printf(sb, "\n");
+		}
+	}
+	free(as, M_DMIRROR);
+}
+
 /* clear and dump: devices that are not (or no longer) legs of a running mirror. */
 static void
 g_dmirror_ctl_devices(struct gctl_req *req, struct g_class *mp, int clear)
@@ -3116,7 +3154,7 @@ g_dmirror_ctl_devices(struct gctl_req *req, struct g_class *mp, int clear)
 	struct sbuf *sb;
 	const char *prov;
 	char *obuf;
-	int nargs, i, k, error, olen;
+	int nargs, i, error, olen;
 
 	nargs = g_dmirror_nargs(req);
 	if (nargs < 1) {
@@ -3149,7 +3187,9 @@ g_dmirror_ctl_devices(struct gctl_req *req, struct g_class *mp, int clear)
 		g_topology_unlock();
 		error = g_dmirror_read_ident(cp, &id);
 		if (error == 0 && clear)
-			error = g_dmirror_clear_slots(cp, id->as.config.sector_size);
+			error = g_dmirror_clear_slots(cp, id->idn.sector_size);
+		else if (error == 0)
+			g_dmirror_dump_ident(sb, pp, id); /* sleeps: topology lock not held */
 		g_topology_lock();
 		g_dmirror_tmp_release(cp);
 		if (error != 0) {
@@ -3160,35 +3200,6 @@ g_dmirror_ctl_devices(struct gctl_req *req, struct g_class *mp, int clear)
 				gctl_error(req, "Cannot clear %s (error %d).", pp->name, error);
 			g_dmirror_ident_free(id);
 			break;
-		}
-		if (!clear) {
-			sbuf_printf(sb, "%s: mirror %.32s uuid ", pp->name,
-			    (const char *)id->as.init.name);
-			g_dmirror_sbuf_uuid(sb, id->as.init.mirror_uuid);
-			sbuf_printf(sb, "\n  this device: slot %u of %u, leg uuid ", id->slot,
-			    id->as.config.legs);
-			g_dmirror_sbuf_uuid(sb, id->as.init.legs[id->slot].uuid);
-			sbuf_printf(sb, "\n  generation %ju, sequence %ju, authoritative slot %u\n",
-			    (uintmax_t)id->as.init.generation, (uintmax_t)id->as.init.seq,
-			    id->as.init.authoritative);
-			sbuf_printf(sb, "  sector size %u, data %ju sectors, region %ju sectors\n",
-			    id->as.config.sector_size, (uintmax_t)id->as.config.data_sectors,
-			    (uintmax_t)id->as.config.region_sectors);
-			/*
-			 * dmirror.h has no raw superblock decoder: these are the states an
-			 * assembly from this device alone gives (other legs show as missing).
-			 */
-			sbuf_printf(sb, "  slots, as this device alone would assemble:\n");
-			for (k = 0; k < id->as.config.legs && k < (int)DMIRROR_MAX_LEGS; k++) {
-				sbuf_printf(sb, "  slot %d: %s", k,
-				    g_dmirror_legstate(id->as.init.legs[k].state));
-				if (id->as.init.legs[k].state == DMIRROR_LEG_REBUILDING)
-					sbuf_printf(sb, " (%s, checkpoint region %ju)",
-					    id->as.init.legs[k].rebuild_full ? "full" :
-					    "incremental",
-					    (uintmax_t)id->as.init.legs[k].rebuild_checkpoint);
-				sbuf_printf(sb, "\n");
-			}
 		}
 		g_dmirror_ident_free(id);
 	}

@@ -41,12 +41,16 @@
  *   start; the handle is invalid afterwards.
  *
  * Kernel stack (x86_64 kernel build, measured by tests/kernel-stack-report.sh, the shim's own
- * callbacks not included): the I/O-path entry points (submit, leg_done, tick, status, is_idle,
- * the control operations, destroy) need about 4.5 KiB below the caller. dmirror_create,
- * dmirror_create_assembled and dmirror_assemble need up to about 32 KiB (the core builds the
- * mirror and decodes superblocks on the stack): call them from a thread created with a stack
- * that large (FreeBSD: kproc_kthread_add()/kthread_add() with pages = 12 or more), never from a
- * GEOM event or I/O thread or an interrupt.
+ * callbacks not included): every entry point needs at most 8 KiB below the caller, and
+ * tests/kernel-build.sh fails the build otherwise. Measured: dmirror_create_assembled about
+ * 6.6 KiB, dmirror_assemble 6.1 KiB, dmirror_create 5.8 KiB, the I/O-path entry points
+ * (submit, leg_done, tick, status, is_idle, the control operations, destroy) about 4.7 KiB,
+ * dmirror_identify about 2 KiB. So a kernel thread with the platform's default stack (16 KiB:
+ * FreeBSD KSTACK_PAGES 4, NetBSD USPACE, DragonFly LWKT_THREAD_STACK) can run all of them;
+ * the sleeping ones (the creates) still need a sleepable context, never an interrupt.
+ * What keeps it so: the core decodes one superblock at a time and builds its large values
+ * (the assembly, the mirror, the init, the status) in place; dmirror_assemble() also uses
+ * *out as working memory until it writes the answer there.
  */
 #ifndef DMIRROR_H
 #define DMIRROR_H
@@ -416,7 +420,8 @@ struct dmirror_bitmap_read {
 	uint32_t needed;  /* 0: nothing to read */
 };
 
-/* The result of dmirror_assemble(). About 3.7 KiB: allocate it, not on a kernel stack. */
+/* The result of dmirror_assemble(). About 3.7 KiB: allocate it, not on a kernel stack.
+ * dmirror_assemble() also works in it (it is zeroed on failure). */
 struct dmirror_assembly {
 	struct dmirror_config config;      /* from the newest superblock; tune the pools if wanted */
 	struct dmirror_init init;          /* leg states and identity; bitmaps not loaded */
@@ -438,20 +443,49 @@ struct dmirror_assembly {
  * form one (docs/FORMAT.md, "Assembly"). choose: NULL, or the 16-byte uuid of the LEG whose data
  * wins a split brain (consulted only then, but must name a present leg). Stale legs come out
  * REBUILDING, never trusted. msg (optional, msg_len bytes): a NUL-terminated explanation.
+ * *out is zeroed on failure (it is this call's working memory until the answer is written).
  * Pure: never sleeps, no callbacks, writes nothing to any leg.
  */
 int dmirror_assemble(const struct dmirror_leg_read *reads, uint32_t nreads, const uint8_t *choose,
     struct dmirror_assembly *out, struct dmirror_why *why, char *msg, uint64_t msg_len);
 
+/* ---- Identify one device without assembling it ----
+ * (Block added with the small-stack assembly work; keep it together.) */
+
+/* What one device's newest valid superblock says about the device itself. */
+struct dmirror_identity {
+	uint8_t mirror_uuid[16];
+	uint8_t name[32];            /* the mirror's name, NUL-padded */
+	uint8_t leg_uuid[16];        /* this device's own leg uuid */
+	uint64_t generation;         /* of this superblock */
+	uint64_t seq;                /* of this superblock (its slot is seq & 1) */
+	uint64_t data_sectors;       /* the mirror's size */
+	uint64_t region_sectors;
+	uint64_t leg_sectors;        /* this leg's size as recorded (== the device's: checked) */
+	uint64_t rebuild_checkpoint; /* state REBUILDING: regions already copied */
+	uint32_t sector_size;        /* the mirror's sector size */
+	uint32_t state;              /* DMIRROR_LEG_*: what this superblock records for itself */
+	uint8_t leg;                 /* this device's slot in the mirror's leg table */
+	uint8_t nlegs;               /* leg slots of the mirror */
+	uint8_t clean;               /* 1: this superblock records a clean shutdown */
+	uint8_t rebuild_full;        /* state REBUILDING: 1 = a full copy */
+	uint32_t members;            /* bit k: its leg table has a leg (any state) in slot k */
+};
+
 /*
- * What one device says about its mirror: as dmirror_assemble() of that device alone (out
- * describes its mirror, present[]/label[] its slot), except that a leg holding no full copy of
- * the data (rebuilding, stale, failed) is not refused. For hosts that find legs one by one and
- * must recognize every member (GEOM's taste); never start a mirror from it. Pure, like
- * dmirror_assemble().
+ * Decode the superblock slots of one device (r: as for dmirror_assemble(); r->label is not used)
+ * and say what it records about itself, without assembling or judging it: a stale, rebuilding or
+ * failed leg is identified as such, never refused. A shim that finds devices one at a time (a
+ * GEOM taste) recognises any member of a mirror by mirror_uuid / leg_uuid / leg, and leaves the
+ * decision to dmirror_assemble() over all of them. Refused (DMIRROR_EINVAL, why->leg = 0) only
+ * when the device cannot be read as a leg: no valid slot (DMIRROR_WHY_NO_METADATA), read with
+ * another sector size than it records (DMIRROR_WHY_READ_SECTOR_SIZE, why->value = the recorded
+ * one: read it again with that size), not the size it records (DMIRROR_WHY_WRONG_SIZE,
+ * why->value = the recorded sectors). *out is zeroed on failure.
+ * Pure: never sleeps, no callbacks, writes nothing to the device; about 2 KiB of stack.
  */
-int dmirror_identify(const struct dmirror_leg_read *read, struct dmirror_assembly *out,
-    struct dmirror_why *why, char *msg, uint64_t msg_len);
+int dmirror_identify(const struct dmirror_leg_read *r, struct dmirror_identity *out,
+    struct dmirror_why *why);
 
 /* ---- One mirror ---- */
 
@@ -540,6 +574,75 @@ int dmirror_destroy(struct dmirror *m);
  * a panic handler has no context, so it cannot reach any mirror's log callback soundly.
  */
 void dmirror_host_panic(const char *msg);
+
+/*
+ * ---- Disk log (dm-mirror's "disk <log_dev> <region_size> [sync|nosync]") ----
+ *
+ * The legs carry only data; the superblock (leg table: each leg's uuid, size, state), the
+ * write-intent bitmap and the per-leg tracking bitmaps live on a separate log device, laid out
+ * from its start (docs/FORMAT.md, section 9). The core addresses the log device as leg
+ * DMIRROR_LOGDEV_LEG: issue() gets metadata writes (DMIRROR_BUF_META) and flushes for it, and its
+ * completions come back through dmirror_leg_done() as for any leg. meta_read() is called with
+ * leg = DMIRROR_LOGDEV_LEG for the bitmaps dmirror_create_assembled() reads from the log device.
+ * If the log device fails a write or flush, DMIRROR_EV_LOG_FAILED is raised once and nothing
+ * more is written to it; writes go on while every leg takes them, and a write that depends on a
+ * leg-state change the log could not record fails with DMIRROR_EIO. Recovery: reload with a new
+ * log device (full resync).
+ */
+#define DMIRROR_REGION_LOG_DEVICE 2u /* struct dmirror_config.log: a separate log device */
+#define DMIRROR_LOGDEV_LEG 255u      /* dmirror_leg_io.leg / meta_read leg: the log device */
+#define DMIRROR_EV_LOG_FAILED 9u     /* error: the log device failed; nothing more goes to it */
+
+/* dmirror_assemble_log() sync argument (the table's sync/nosync). */
+#define DMIRROR_LOGDEV_SYNC_DEFAULT 0u /* new log: full resync of legs 1..; valid log: as recorded */
+#define DMIRROR_LOGDEV_SYNC_FORCE 1u   /* "sync": every leg but the authoritative one in full */
+#define DMIRROR_LOGDEV_NOSYNC 2u       /* "nosync": a new log starts with every leg in sync */
+
+/* dmirror_assemble_log() refusals (struct dmirror_why.code; .value as noted). */
+#define DMIRROR_WHY_LOG_TOO_SMALL 25u /* the log device is smaller than .value sectors */
+#define DMIRROR_WHY_LOG_UNREADABLE 26u /* dmirror metadata there, but unusable (damaged both
+				        * slots, a leg's superblock, a newer format) */
+#define DMIRROR_WHY_LOG_FOREIGN 27u   /* another mirror's log (legs, data or region size differ:
+				       * .value is what the log records) */
+#define DMIRROR_WHY_LOG_IS_A_LEG 28u  /* no log, but a dmirror leg's metadata at the device's end:
+				       * a leg given as the log device (not overwritten) */
+/* Also used: DMIRROR_WHY_READ_SECTOR_SIZE (.value = the recorded size), DMIRROR_WHY_WRONG_SIZE
+ * (.leg = the leg, .value = its recorded size), DMIRROR_WHY_NO_USABLE_LEG, DMIRROR_WHY_LEG_COUNT,
+ * DMIRROR_WHY_SECTOR_SIZE / REGION_SIZE / DATA_SIZE (bad table geometry). */
+
+/* Sectors (of sector_size) a log device must have for this geometry and legs legs: two
+ * superblock slots, the write-intent bitmap and one tracking bitmap per leg. DMIRROR_EINVAL for
+ * a bad geometry or leg count. */
+int dmirror_log_device_sectors(uint32_t sector_size, uint64_t region_sectors,
+    uint64_t data_sectors, uint32_t legs, uint64_t *out);
+
+/*
+ * Decide how a disk-log mirror starts, from the log device's two superblock slots (log->slot0 at
+ * sector 0, log->slot1 at sector max(4096, sector_size) / sector_size; log->sectors its size,
+ * log->sector_size the table's), optionally tail (NULL, or the two slots a dmirror leg of the
+ * log device's size would have at its end, from dmirror_sb_location(): a blank log that holds
+ * a leg's metadata there is refused, DMIRROR_WHY_LOG_IS_A_LEG) and the table: cfg (legs, data_sectors, sector_size,
+ * region_sectors, pools; cfg->log is ignored), leg_sectors[0..cfg->legs) the size of every leg's
+ * device from its table offset, sync a DMIRROR_LOGDEV_* value, uuid 16 random bytes (not all zero)
+ * naming a new mirror. A log without dmirror magic in either slot (all zeros, or what another
+ * program left) is a new mirror; a valid one gives its recorded state; anything else is refused
+ * with why and msg (optional, msg_len bytes) saying why. On success out is filled as for
+ * dmirror_assemble(): config (log = DMIRROR_REGION_LOG_DEVICE), init, present[] = 1 for every leg
+ * (label[i] = i), clean = 0, dirty[0] and tracking[k] with leg = DMIRROR_LOGDEV_LEG (the log
+ * device's bitmaps to read; none for a new mirror); then call dmirror_create_assembled().
+ * *fresh (optional) is set to 1 for a new mirror. Pure: no callbacks, nothing written. Kernel
+ * stack: about 3 KiB (it uses *out as working memory until it writes the answer there).
+ */
+int dmirror_assemble_log(const struct dmirror_leg_read *log, const struct dmirror_leg_read *tail,
+    const struct dmirror_config *cfg,
+    const uint64_t *leg_sectors, uint32_t sync, const uint8_t *uuid,
+    struct dmirror_assembly *out, uint8_t *fresh, struct dmirror_why *why, char *msg,
+    uint64_t msg_len);
+
+/* 1 if the mirror's log device failed (dm status 'D'), 0 if not (or no disk log). */
+int dmirror_log_failed(struct dmirror *m);
+
+/* ---- end of the disk log block ---- */
 
 #ifdef __cplusplus
 }

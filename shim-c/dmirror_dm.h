@@ -9,9 +9,10 @@
  * Conventions (as in dmirror.h): fixed-size integers, #define constants, explicit padding; every
  * function validates its arguments, returns 0 or a DMIRROR_E* errno, never sleeps, never calls a
  * callback and never allocates. They are not light on stack: a status line builds a snapshot of
- * the mirror and copies of the table there. Measured on the x86_64 kernel build with
- * tests/kernel-stack-report.sh: format_status ~7 KiB, format_table ~4 KiB, parse ~3 KiB,
- * check_devices and parse_message ~2.8 KiB. Call them from a thread (the dm target calls them
+ * the mirror and the table there. Measured on the x86_64 kernel build with
+ * tests/kernel-stack-report.sh (which fails the build past 8 KiB): format_status ~4.7 KiB,
+ * parse ~3 KiB, check_devices, format_table and parse_message ~2.8 KiB. Call them from a thread
+ * (the dm target calls them
  * from its worker), not from an interrupt handler. Error and output buffers are
  * always NUL-terminated when their length is not 0, and the text is cut at a character boundary
  * when it does not fit.

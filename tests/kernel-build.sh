@@ -21,8 +21,10 @@
 #      apply LTO to a library built as an rlib too.
 #   4. the full audit of that staticlib; the object it links (what a module Makefile links) is
 #      kept as target/kernel/dmirror_kernel.o.
-#   5. the worst-case stack of each entry point (tests/kernel-stack-report.sh); the I/O-path ones
-#      must stay under IO_STACK_LIMIT (8192 bytes by default), the setup ones are reported.
+#   5. the worst-case stack of each entry point (tests/kernel-stack-report.sh): every one, I/O
+#      path and setup (create, create_assembled, assemble, identify) alike, must stay under
+#      STACK_LIMIT (8192 bytes by default; IO_STACK_LIMIT is the old name). dmirror.h promises
+#      shims this budget (NetBSD runs assembly on a 16 KiB kthread stack).
 #
 # Separate target directories (target/kernel-plain, target/kernel) keep these builds away from
 # the rustup toolchain's target/debug and target/release and from each other (a RUSTFLAGS change
@@ -85,12 +87,13 @@ if $NMU -u target/kernel/dmirror_kernel.o | grep -q 'dmirror_host_panic'; then
 fi
 echo "ok: no panic path survives in the linked object"
 
-say "5. stack use of the entry points (I/O path limit ${IO_STACK_LIMIT:=8192} bytes)"
-if stack=$(sh "$ROOT/tests/kernel-stack-report.sh" target/kernel/dmirror_kernel.o "$IO_STACK_LIMIT"); then
+STACK_LIMIT=${STACK_LIMIT:-${IO_STACK_LIMIT:-8192}}
+say "5. stack use of the entry points (limit $STACK_LIMIT bytes for every entry point)"
+if stack=$(sh "$ROOT/tests/kernel-stack-report.sh" target/kernel/dmirror_kernel.o "$STACK_LIMIT"); then
 	echo "$stack" | grep -v '^         via'
 else
 	echo "$stack"
-	fail "an I/O-path entry point needs more than $IO_STACK_LIMIT bytes of kernel stack"
+	fail "an entry point needs more than $STACK_LIMIT bytes of kernel stack (see OVER above)"
 fi
 echo
 echo "kernel-build: OK ($LIB; linked object target/kernel/dmirror_kernel.o)"

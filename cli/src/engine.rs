@@ -744,6 +744,8 @@ impl<'m, C: Core> Engine<'m, C> {
                     eprintln!("dmirror: {} is now authoritative", self.leg_name(leg));
                 }
             }
+            // The CLI runs mirrors with metadata on the legs, never a disk log.
+            Event::LogFailed { error } => eprintln!("dmirror: log device failed: {error:?}"),
         }
     }
 

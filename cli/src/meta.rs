@@ -143,7 +143,7 @@ pub fn probe(dev: &Dev) -> Result<Option<LegMeta>, String> {
         matches!(r, Err(FormatError::Blank | FormatError::BadMagic))
     };
     if absent(&d0) && absent(&d1) {
-        return Ok(None);
+        return probe_log_device(dev);
     }
     let sb = format::newest(d0, d1)
         .map_err(|e| format!("{}: corrupt dmirror metadata: {e}", dev.name))?;
@@ -179,6 +179,30 @@ pub fn probe(dev: &Dev) -> Result<Option<LegMeta>, String> {
         dirty,
         tracking,
     }))
+}
+
+/// A device without leg metadata may be the disk log device of a dm mirror (dm_target_mirror's
+/// `disk` log: its superblocks sit at the START of the device, docs/FORMAT.md section 9). Such a
+/// device is not a leg and must never be used as one: say what it is.
+fn probe_log_device(dev: &Dev) -> Result<Option<LegMeta>, String> {
+    if dev.bytes < 2 * SB_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut slots = [vec![0u8; SB_BYTES], vec![0u8; SB_BYTES]];
+    for (b, off) in slots.iter_mut().zip([0, SB_BYTES as u64]) {
+        dev.read_at(b, off)?;
+    }
+    match format::decode_newest_log(&slots[0], &slots[1]) {
+        Ok(sb) => Err(format!(
+            "{}: {} (mirror {}, {} legs, generation {})",
+            dev.name,
+            FormatError::LogDevice,
+            format::UuidDisplay(&sb.mirror_uuid),
+            sb.nlegs,
+            sb.generation
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Write fresh metadata on `devs` (legs 0..n of a new mirror) holding `data_sectors` of data.
@@ -367,4 +391,57 @@ pub fn assemble(
         dirty,
         tracking,
     })
+}
+
+#[cfg(test)]
+mod log_device_tests {
+    use super::*;
+    use crate::dev::Fault;
+
+    /// A dm mirror's disk log device is recognised and refused by name, never taken for a
+    /// device without metadata (which `label` would then overwrite).
+    #[test]
+    fn a_disk_log_device_is_refused_as_a_leg() {
+        let legs = [
+            DiskLeg {
+                uuid: [1; 16],
+                state: DiskLegState::InSync,
+                full: false,
+                checkpoint: 0,
+                sectors: 1 << 20,
+                since: 0,
+            },
+            DiskLeg {
+                uuid: [2; 16],
+                state: DiskLegState::InSync,
+                full: false,
+                checkpoint: 0,
+                sectors: 1 << 20,
+                since: 0,
+            },
+        ];
+        let mut sb =
+            Superblock::new([7; 16], [0; 32], 512, 1024, 4096, &legs, 0, 0).expect("superblock");
+        let l = format::log_layout(512, 1024, 4096).expect("layout");
+        sb.leg_index = format::LOG_DEVICE_INDEX;
+        sb.bitmap_start = l.bitmap_start;
+        sb.tracking_start = l.tracking_start;
+        sb.seq = 1;
+        let mut img = vec![0u8; 64 * 1024];
+        sb.encode(&mut img[SB_BYTES..2 * SB_BYTES]).expect("encode");
+        let path = std::env::temp_dir().join(format!("dmirror-logdev-{}", std::process::id()));
+        std::fs::write(&path, &img).expect("write image");
+        let dev = Dev::open_path(&path, Fault::None, false, "logdev").expect("open");
+        let r = probe(&dev);
+        let _ = std::fs::remove_file(&path);
+        let e = r.expect_err("a log device must be refused");
+        assert!(e.contains("disk log device"), "{e}");
+        // A blank device is still "no metadata".
+        let blank = std::env::temp_dir().join(format!("dmirror-blank-{}", std::process::id()));
+        std::fs::write(&blank, vec![0u8; 64 * 1024]).expect("write");
+        let dev = Dev::open_path(&blank, Fault::None, false, "blank").expect("open");
+        let r = probe(&dev);
+        let _ = std::fs::remove_file(&blank);
+        assert!(matches!(r, Ok(None)));
+    }
 }

@@ -345,6 +345,26 @@ has_sb(struct mock_disk *d)
 	return (nz != 0);
 }
 
+/* What d's own superblock says about it (dmirror_identify() on its memory). */
+static int
+identify_disk(struct mock_disk *d, struct dmirror_identity *id)
+{
+	struct dmirror_leg_read rd;
+	struct dmirror_why why;
+	uint64_t s0, s1, bytes;
+
+	if (dmirror_sb_location((uint64_t)d->size / SS, SS, &s0, &s1, &bytes) != 0)
+		return (-1);
+	memset(&rd, 0, sizeof(rd));
+	rd.slot0 = d->mem + s0 * SS;
+	rd.slot0_len = bytes;
+	rd.slot1 = d->mem + s1 * SS;
+	rd.slot1_len = bytes;
+	rd.sectors = (uint64_t)d->size / SS;
+	rd.sector_size = SS;
+	return (dmirror_identify(&rd, id, &why));
+}
+
 static long
 allocs(const char *type)
 {
@@ -714,36 +734,127 @@ main(void)
 	}
 
 	/*
+	 * Boot with a leg mid-rebuild: m4's second leg is being rebuilt (slow writes) when the
+	 * mirror stops, so its own superblock says REBUILDING with a checkpoint. At "boot", taste
+	 * sees that leg first: it must be recognised as a member of m4 (before dmirror_identify,
+	 * taste assembled each device alone, which finds no usable leg in a rebuilding one, and
+	 * ignored it); once the in-sync leg is tasted too, m4 assembles with both and the rebuild
+	 * resumes from the checkpoint instead of starting over.
+	 */
+	{
+		struct mock_disk *d5 = mock_disk_create("md5", DISK_BYTES, SS);
+		struct mock_disk *d6 = mock_disk_create("md6", DISK_BYTES, SS);
+		struct dmirror_identity idn;
+		struct g_geom *r;
+		uint64_t checkpoint = 0;
+		long w6;
+		int got = 0;
+
+		for (off_t i = 0; i < DISK_BYTES; i++)
+			d5->mem[i] = (uint8_t)(i * 7 + (i >> 12));
+		d6->write_delay_ms = 3;
+		ctl_init(&c, "label");
+		ctl_arg(&c, "m4");
+		ctl_arg(&c, "md5");
+		ctl_arg(&c, "md6");
+		ctl_num(&c, G_DMIRROR_P_REGIONSIZE, 16 * 1024);
+		err = ctl_run(&c);
+		check(err[0] == '\0', "label m4 md5 md6 -r 16k (md6 rebuilds from md5): \"%s\"",
+		    err);
+		/* until md6's own superblock records a checkpoint past a third of the regions */
+		for (int i = 0; i < 3000 && !got; i++) {
+			got = identify_disk(d6, &idn) == 0 &&
+			    idn.state == DMIRROR_LEG_REBUILDING &&
+			    idn.rebuild_checkpoint * 3 > idn.data_sectors / 32;
+			if (!got)
+				usleep(2000);
+		}
+		check(got, "md6's superblock records its rebuild checkpoint (region %ju)",
+		    (uintmax_t)(got ? idn.rebuild_checkpoint : 0));
+		err = ctl_simple("stop", "m4", NULL, NULL);
+		check(err[0] == '\0', "stop m4 mid-rebuild: \"%s\"", err);
+		rc = identify_disk(d6, &idn);
+		checkpoint = idn.rebuild_checkpoint;
+		check(rc == 0 && idn.state == DMIRROR_LEG_REBUILDING && idn.leg == 1 &&
+		    checkpoint > 0 && checkpoint < idn.data_sectors / 32,
+		    "after the stop md6 says REBUILDING at region %ju of %ju", (uintmax_t)checkpoint,
+		    (uintmax_t)(idn.data_sectors / 32));
+		d6->write_delay_ms = 0;
+		w6 = d6->writes;
+		long first = w6; /* writes of the first part: label's superblocks + regions
+				  * 0..checkpoint */
+
+		/* boot: the rebuilding leg is tasted first */
+		g_topology_lock();
+		r = g_dmirror_class.taste(&g_dmirror_class, d6->pp, 0);
+		g_topology_unlock();
+		check(r != NULL && wait_xml("m4", "<State>STARTING</State>", 10000) &&
+		    mirror_provider("m4") == NULL,
+		    "taste of the mid-rebuild md6 recognises m4, which waits for its other leg");
+		g_topology_lock();
+		r = g_dmirror_class.taste(&g_dmirror_class, d5->pp, 0);
+		g_topology_unlock();
+		for (int i = 0; i < 1000 && mirror_provider("m4") == NULL; i++)
+			usleep(10000);
+		pp = mirror_provider("m4");
+		check(r != NULL && pp != NULL, "taste of md5 completes m4: assembled at once");
+		if (pp != NULL) {
+			mirror_xml("m4", xml, sizeof(xml));
+			check(strstr(xml, "<Slot1>REBUILDING md6</Slot1>") != NULL ||
+			    strstr(xml, "<Slot1>IN_SYNC md6</Slot1>") != NULL,
+			    "md6 is m4's leg 1 again");
+			check(wait_xml("m4", "<State>COMPLETE</State>", 20000),
+			    "the rebuild of md6 finishes");
+			msize = pp->mediasize;
+			check(memcmp(d6->mem, d5->mem, (size_t)msize) == 0,
+			    "md6 holds m4's data");
+			/*
+			 * Writes per copied region (data, and the bitmap and superblock writes
+			 * that go with it) as measured in the first part: resuming from the
+			 * checkpoint must cost about the regions left, far less than a full copy.
+			 */
+			long rest = d6->writes - w6, regions = (long)(idn.data_sectors / 32);
+			long full = first * regions / (long)checkpoint;
+			check(rest < full - first / 2,
+			    "the rebuild resumed from region %ju: %ld writes to md6 (%ld before "
+			    "the stop; a full copy is about %ld)", (uintmax_t)checkpoint, rest,
+			    first, full);
+			err = ctl_simple("stop", "m4", NULL, NULL);
+			check(err[0] == '\0', "stop m4: \"%s\"", err);
+		}
+	}
+
+	/*
 	 * A leg that failed (I/O errors) and then went away is not taken back when its device is
 	 * tasted again: only rebuild/insert give it back (found in a real FreeBSD kernel, where
 	 * it rejoined at once).
 	 */
 	{
-		struct mock_disk *d5 = mock_disk_create("md5", DISK_BYTES, SS);
-		struct mock_disk *d6 = mock_disk_create("md6", DISK_BYTES, SS);
-		struct mock_disk *d7;
+		struct mock_disk *d8 = mock_disk_create("md8", DISK_BYTES, SS);
+		struct mock_disk *d9 = mock_disk_create("md9", DISK_BYTES, SS);
+		struct mock_disk *d10;
 		struct g_provider *p5;
 
-		err = ctl_simple("label", "m5", "md5", "md6");
+		err = ctl_simple("label", "m5", "md8", "md9");
 		check(err[0] == '\0' && wait_xml("m5", "<State>COMPLETE</State>", 20000),
-		    "label m5 md5 md6, in sync: \"%s\"", err);
+		    "label m5 md8 md9, in sync: \"%s\"", err);
 		p5 = mirror_provider("m5");
 		if (p5 != NULL) {
 			msize = p5->mediasize;
-			memcpy(model, d5->mem, (size_t)msize);
-			d6->fail_eio = 1;
+			memcpy(model, d8->mem, (size_t)msize);
+			d9->fail_eio = 1;
 			check(random_writes(p5, 10) == 0 &&
-			    wait_xml("m5", "<Slot1>FAILED md6</Slot1>", 10000),
-			    "writes succeed, md6 FAILED");
-			d6->fail_eio = 0;
-			mock_disk_orphan(d6);
+			    wait_xml("m5", "<Slot1>FAILED md9</Slot1>", 10000),
+			    "writes succeed, md9 FAILED");
+			d9->fail_eio = 0;
+			mock_disk_orphan(d9);
 			check(wait_xml("m5", "<Slot1>FAILED -</Slot1>", 10000),
-			    "md6 gone: its slot stays FAILED");
+			    "md9 gone: its slot stays FAILED");
 			/* The same device back (its contents, under another name). */
-			d7 = mock_disk_create("md7", DISK_BYTES, SS);
-			memcpy(d7->mem, d6->mem, DISK_BYTES);
+			d10 = mock_disk_create("md10", DISK_BYTES, SS);
+			memcpy(d10->mem, d9->mem, DISK_BYTES);
 			g_topology_lock();
-			(void)g_dmirror_class.taste(&g_dmirror_class, d7->pp, 0);
+			(void)g_dmirror_class.taste(&g_dmirror_class, d10->pp, 0);
 			mock_run_events();
 			g_topology_unlock();
 			usleep(500000);
@@ -751,11 +862,11 @@ main(void)
 			    "the failed leg's device tasted again: not taken back");
 			g_topology_lock();
 			mock_run_events();
-			check(LIST_EMPTY(&d7->pp->consumers), "nothing of dmirror stays attached to it");
+			check(LIST_EMPTY(&d10->pp->consumers), "nothing of dmirror stays attached to it");
 			g_topology_unlock();
-			err = ctl_simple("insert", "m5", "md7", NULL);
+			err = ctl_simple("insert", "m5", "md10", NULL);
 			check(err[0] == '\0' && wait_xml("m5", "<State>COMPLETE</State>", 20000) &&
-			    disk_matches(d7), "insert gives it back, rebuilt in full: \"%s\"", err);
+			    disk_matches(d10), "insert gives it back, rebuilt in full: \"%s\"", err);
 			err = ctl_simple("stop", "m5", NULL, NULL);
 			check(err[0] == '\0', "stop m5: \"%s\"", err);
 		}
@@ -765,14 +876,14 @@ main(void)
 	for (int i = 0; i < 1000 && mock_live_kprocs > 1; i++)
 		usleep(10000);
 	g_dmirror_class.fini(&g_dmirror_class);
+	/* fini returns once the helper said it stops; its kproc_exit follows */
+	for (int i = 0; i < 1000 && mock_live_kprocs > 0; i++)
+		usleep(10000);
 	g_topology_lock();
 	mock_wash();
 	check(LIST_EMPTY(&g_dmirror_class.geom), "no dmirror geom left");
 	g_topology_unlock();
-	/* The helper reports "stopped" to fini just before kproc_exit(): give it that moment. */
-	for (int i = 0; i < 100 && mock_live_kprocs > 0; i++)
-		usleep(10000);
-	check(mock_live_kprocs == 0, "no worker thread left");
+	check(mock_live_kprocs == 0, "no worker thread left (%d)", mock_live_kprocs);
 	check(allocs("dmirror_data") == 0, "every dmirror allocation freed (%ld left)",
 	    allocs("dmirror_data"));
 	check(allocs("GEOM") == 0, "every g_read_data buffer freed (%ld left)", allocs("GEOM"));

@@ -134,6 +134,26 @@ const_assert_eq!(size_of::<dmirror_bitmap_read>(), 24);
 const_assert_eq!(offset_of!(dmirror_bitmap_read, leg), 16);
 const_assert_eq!(offset_of!(dmirror_bitmap_read, needed), 20);
 
+// dmirror_identify()'s answer.
+const_assert_eq!(size_of::<dmirror_identity>(), 128);
+const_assert_eq!(align_of::<dmirror_identity>(), 8);
+const_assert_eq!(offset_of!(dmirror_identity, mirror_uuid), 0);
+const_assert_eq!(offset_of!(dmirror_identity, name), 16);
+const_assert_eq!(offset_of!(dmirror_identity, leg_uuid), 48);
+const_assert_eq!(offset_of!(dmirror_identity, generation), 64);
+const_assert_eq!(offset_of!(dmirror_identity, seq), 72);
+const_assert_eq!(offset_of!(dmirror_identity, data_sectors), 80);
+const_assert_eq!(offset_of!(dmirror_identity, region_sectors), 88);
+const_assert_eq!(offset_of!(dmirror_identity, leg_sectors), 96);
+const_assert_eq!(offset_of!(dmirror_identity, rebuild_checkpoint), 104);
+const_assert_eq!(offset_of!(dmirror_identity, sector_size), 112);
+const_assert_eq!(offset_of!(dmirror_identity, state), 116);
+const_assert_eq!(offset_of!(dmirror_identity, leg), 120);
+const_assert_eq!(offset_of!(dmirror_identity, nlegs), 121);
+const_assert_eq!(offset_of!(dmirror_identity, clean), 122);
+const_assert_eq!(offset_of!(dmirror_identity, rebuild_full), 123);
+const_assert_eq!(offset_of!(dmirror_identity, members), 124);
+
 const_assert_eq!(size_of::<dmirror_assembly>(), 3792);
 const_assert_eq!(offset_of!(dmirror_assembly, config), 0);
 const_assert_eq!(offset_of!(dmirror_assembly, init), 72);

@@ -108,6 +108,7 @@ pub fn config_from_c(c: &dmirror_config) -> Result<Config, Refusal> {
     let log = match u32::from(c.log) {
         DMIRROR_REGION_LOG_CORE => LogKind::Core,
         DMIRROR_REGION_LOG_ON_LEGS => LogKind::OnLegs,
+        DMIRROR_REGION_LOG_DEVICE => LogKind::Device,
         _ => return Err(Refusal::inval(DMIRROR_WHY_LOG_KIND)),
     };
     Ok(Config {
@@ -147,6 +148,7 @@ pub fn config_to_c(c: &Config) -> dmirror_config {
         log: match c.log {
             LogKind::Core => DMIRROR_REGION_LOG_CORE as u8,
             LogKind::OnLegs => DMIRROR_REGION_LOG_ON_LEGS as u8,
+            LogKind::Device => DMIRROR_REGION_LOG_DEVICE as u8,
         },
         _pad: [0; 6],
     }
@@ -212,19 +214,22 @@ pub unsafe fn bitmap_from_c<'i>(
 ///
 /// # Safety
 /// The bitmaps `init` points to must be valid for `'i` (see [`bitmap_from_c`]).
-pub unsafe fn init_from_c<'i>(cfg: &Config, init: &dmirror_init) -> Result<Init<'i>, Refusal> {
+pub unsafe fn init_from_c<'i>(
+    cfg: &Config,
+    init: &dmirror_init,
+    out: &mut Init<'i>,
+) -> Result<(), Refusal> {
     let regions = regions(cfg).ok_or(Refusal::inval(DMIRROR_WHY_REGION_SIZE))?;
-    let mut out = Init {
-        mirror_uuid: init.mirror_uuid,
-        name: init.name,
-        generation: init.generation,
-        seq: init.seq,
-        authoritative: init.authoritative,
-        legs: [LegInit::EMPTY; MAX_LEGS],
-        // SAFETY: forwarded contract.
-        dirty: unsafe { bitmap_from_c(&init.dirty, regions, 0)? },
-        tracking: [None; MAX_LEGS],
-    };
+    // Field by field into the caller's `Init` (2.4 KiB): no temporary of that size.
+    out.mirror_uuid = init.mirror_uuid;
+    out.name = init.name;
+    out.generation = init.generation;
+    out.seq = init.seq;
+    out.authoritative = init.authoritative;
+    out.legs = [LegInit::EMPTY; MAX_LEGS];
+    out.tracking = [None; MAX_LEGS];
+    // SAFETY: forwarded contract.
+    out.dirty = unsafe { bitmap_from_c(&init.dirty, regions, 0)? };
     let legs = usize::from(cfg.legs);
     let slots = init
         .legs
@@ -264,7 +269,19 @@ pub unsafe fn init_from_c<'i>(cfg: &Config, init: &dmirror_init) -> Result<Init<
         // SAFETY: forwarded contract.
         *track = unsafe { bitmap_from_c(bm, regions, idx)? };
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The C form of one leg slot's starting state.
+pub fn leg_init_to_c(l: &LegInit) -> dmirror_leg_init {
+    dmirror_leg_init {
+        sectors: l.sectors,
+        rebuild_checkpoint: l.rebuild.checkpoint,
+        uuid: l.uuid,
+        state: leg_state_to_c(l.state),
+        rebuild_full: u8::from(l.rebuild.full),
+        _pad: [0; 3],
+    }
 }
 
 /// The C form of a starting state without bitmaps (used by `dmirror_init_fresh`).
@@ -280,14 +297,7 @@ pub fn init_to_c(init: &Init<'_>, out: &mut dmirror_init) {
         len: 0,
     };
     for (c, l) in out.legs.iter_mut().zip(init.legs.iter()) {
-        *c = dmirror_leg_init {
-            sectors: l.sectors,
-            rebuild_checkpoint: l.rebuild.checkpoint,
-            uuid: l.uuid,
-            state: leg_state_to_c(l.state),
-            rebuild_full: u8::from(l.rebuild.full),
-            _pad: [0; 3],
-        };
+        *c = leg_init_to_c(l);
     }
     for t in out.tracking.iter_mut() {
         *t = dmirror_bitmap {
@@ -428,6 +438,11 @@ pub fn event_to_c(e: Event) -> dmirror_event {
         Event::AuthoritativeChanged { leg } => {
             c.kind = DMIRROR_EV_AUTHORITATIVE;
             c.leg = u32::from(leg);
+        }
+        Event::LogFailed { error } => {
+            c.kind = DMIRROR_EV_LOG_FAILED;
+            c.leg = DMIRROR_LOGDEV_LEG;
+            c.error = io_error_to_c(error);
         }
     }
     c

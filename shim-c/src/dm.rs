@@ -21,7 +21,7 @@ use ::dmirror::dmtable::{
     self, BufWriter, LegSpec, LogHealth, LogSpec, MirrorTable, TableError, Word, MAX_ARG_BYTES,
     MAX_REGION_SECTORS, MIN_REGION_SECTORS,
 };
-use ::dmirror::{Counters, LegStatus, ReadPolicy, Status, MAX_LEGS};
+use ::dmirror::{Counters, ReadPolicy, Status, MAX_LEGS};
 use static_assertions::const_assert_eq;
 
 use crate::abi::{
@@ -440,8 +440,9 @@ unsafe fn names_from_c(
 }
 
 /// Substitute the given names into a copy of the table (for format_table).
-fn with_names<'a>(table: &MirrorTable<'a>, names: &[&'a str]) -> MirrorTable<'a> {
-    let mut t = *table;
+/// Substitute the caller's device names into the table, in place (a copy of the table would be
+/// another ~0.8 KiB of kernel stack).
+fn rename<'a>(t: &mut MirrorTable<'a>, names: &[&'a str]) {
     let n = usize::from(t.nlegs);
     for (leg, name) in t.legs.iter_mut().zip(names.iter()).take(n) {
         if !name.is_empty() {
@@ -453,7 +454,6 @@ fn with_names<'a>(table: &MirrorTable<'a>, names: &[&'a str]) -> MirrorTable<'a>
             *dev = name;
         }
     }
-    t
 }
 
 fn finish(w: &BufWriter<'_>, r: core::fmt::Result) -> c_int {
@@ -481,7 +481,7 @@ pub unsafe extern "C" fn dmirror_dm_format_table(
     let out = unsafe { out_buf(buf, buflen) };
     let mut w = BufWriter::new(out);
     // SAFETY: the caller's contract.
-    let Some(table) = (unsafe { t.as_ref() }).and_then(|t| unsafe { table_from_c(t) }) else {
+    let Some(mut table) = (unsafe { t.as_ref() }).and_then(|t| unsafe { table_from_c(t) }) else {
         return DMIRROR_EINVAL;
     };
     let mut names = [""; MAX_LEGS + 1];
@@ -489,16 +489,17 @@ pub unsafe extern "C" fn dmirror_dm_format_table(
     let Ok(n) = (unsafe { names_from_c(dev_names, nnames, &mut names) }) else {
         return DMIRROR_EINVAL;
     };
-    let table = with_names(&table, names.get(..n).unwrap_or(&[]));
+    rename(&mut table, names.get(..n).unwrap_or(&[]));
     // Two names may now be the same string (a path and its major:minor are the caller's to
     // compare); the printer does not care, and the output is what the caller asked for.
     let r = dmtable::format_table(&table, &mut w);
     finish(&w, r)
 }
 
-fn status_from_c(st: &dmirror_status) -> Option<Status> {
-    let mut leg = [LegStatus::EMPTY; MAX_LEGS];
-    for (l, c) in leg.iter_mut().zip(st.leg.iter()) {
+/// The core's view of a C status, into `out` (a `Status` is ~2.2 KiB: no temporary of it).
+/// `None` for an unknown leg state.
+fn status_from_c(st: &dmirror_status, out: &mut Status) -> Option<()> {
+    for (l, c) in out.leg.iter_mut().zip(st.leg.iter()) {
         l.state = leg_state_from_c(c.state)?;
         l.inflight = c.inflight;
         l.regions_out_of_sync = c.regions_out_of_sync;
@@ -509,20 +510,18 @@ fn status_from_c(st: &dmirror_status) -> Option<Status> {
         l.errors = c.errors;
         l.repairs = c.repairs;
     }
-    Some(Status {
-        legs: st.legs,
-        leg,
-        authoritative: st.authoritative,
-        generation: st.generation,
-        regions: st.regions,
-        regions_in_sync: st.regions_in_sync,
-        dirty_regions: st.dirty_regions,
-        inflight_parents: st.inflight_parents,
-        inflight_leg_ios: st.inflight_leg_ios,
-        // Not printed: dm-mirror's status line has no counters or policy.
-        counters: Counters::default(),
-        read_policy: ReadPolicy::default(),
-    })
+    out.legs = st.legs;
+    out.authoritative = st.authoritative;
+    out.generation = st.generation;
+    out.regions = st.regions;
+    out.regions_in_sync = st.regions_in_sync;
+    out.dirty_regions = st.dirty_regions;
+    out.inflight_parents = st.inflight_parents;
+    out.inflight_leg_ios = st.inflight_leg_ios;
+    // Not printed: dm-mirror's status line has no counters or policy.
+    out.counters = Counters::default();
+    out.read_policy = ReadPolicy::default();
+    Some(())
 }
 
 /// See `dmirror_dm_format_status` in dmirror_dm.h.
@@ -543,13 +542,17 @@ pub unsafe extern "C" fn dmirror_dm_format_status(
     let out = unsafe { out_buf(buf, buflen) };
     let mut w = BufWriter::new(out);
     // SAFETY: the caller's contract.
-    let Some(table) = (unsafe { t.as_ref() }).and_then(|t| unsafe { table_from_c(t) }) else {
+    let Some(mut table) = (unsafe { t.as_ref() }).and_then(|t| unsafe { table_from_c(t) }) else {
         return DMIRROR_EINVAL;
     };
+    let mut status = Status::EMPTY;
     // SAFETY: the caller's contract.
-    let Some(status) = (unsafe { st.as_ref() }).and_then(status_from_c) else {
+    let Some(st) = (unsafe { st.as_ref() }) else {
         return DMIRROR_EINVAL;
     };
+    if status_from_c(st, &mut status).is_none() {
+        return DMIRROR_EINVAL;
+    }
     let health = match log_health {
         DMIRROR_DM_LOG_ALIVE => LogHealth::Alive,
         DMIRROR_DM_LOG_FAILED => LogHealth::Failed,
@@ -563,7 +566,7 @@ pub unsafe extern "C" fn dmirror_dm_format_status(
     };
     // format_status takes names by position; substitute into the table so that a NULL entry
     // keeps the table's string.
-    let table = with_names(&table, names.get(..n).unwrap_or(&[]));
+    rename(&mut table, names.get(..n).unwrap_or(&[]));
     let r = dmtable::format_status(&status, &table, &[], health, &mut w);
     finish(&w, r)
 }

@@ -20,7 +20,7 @@
 //! would let such code in (see lib.rs).
 use crate::abi::*;
 use crate::convert::*;
-use ::dmirror::assemble::LegRead;
+use ::dmirror::assemble::{LegRead, Legs};
 use ::dmirror::{Config, Event, Host, Init, IoResult, LegIo, Mirror, ParentHandle, Token};
 use core::ffi::{c_char, c_int, c_void};
 use core::mem::{align_of, size_of};
@@ -75,7 +75,8 @@ pub struct Glue {
     alloc_size: usize,
     /// Set while the core runs inside an entry point (re-entry detection).
     in_core: bool,
-    mirror: Mirror<'static>,
+    /// Always `Some` in a live handle: `Mirror::new_in` builds the mirror in place here.
+    mirror: Option<Mirror<'static>>,
 }
 
 static_assertions::const_assert!(align_of::<Glue>() <= GLUE_ALIGN);
@@ -84,7 +85,7 @@ static_assertions::const_assert!(align_of::<Glue>() <= GLUE_ALIGN);
 const CORE_OFFSET: usize = size_of::<Glue>().div_ceil(GLUE_ALIGN) * GLUE_ALIGN;
 
 /// The `Host` the core calls: forwards to the shim's callbacks.
-struct GlueHost {
+pub(crate) struct GlueHost {
     ops: Ops,
     ctx: *mut c_void,
 }
@@ -130,11 +131,11 @@ fn log2(ops: &Ops, ctx: *mut c_void, level: c_int, prefix: &[u8], detail: &[u8])
     unsafe { f(ctx, level, buf.as_ptr().cast()) }
 }
 
-fn set_why(why: *mut dmirror_why, code: u32, leg: u32) {
+pub(crate) fn set_why(why: *mut dmirror_why, code: u32, leg: u32) {
     set_why_r(why, &Refusal::leg(0, code, leg));
 }
 
-fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
+pub(crate) fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
     if !why.is_null() && why.is_aligned() {
         let w = dmirror_why {
             code: r.why,
@@ -150,7 +151,7 @@ fn set_why_r(why: *mut dmirror_why, r: &Refusal) {
 ///
 /// # Safety
 /// If non-NULL and aligned, `p` must point to a valid `T` for `'a` (the caller's C contract).
-unsafe fn c_ref<'a, T>(p: *const T) -> Option<&'a T> {
+pub(crate) unsafe fn c_ref<'a, T>(p: *const T) -> Option<&'a T> {
     if p.is_null() || !p.is_aligned() {
         return None;
     }
@@ -179,7 +180,7 @@ unsafe fn glue(m: *mut dmirror) -> Option<*mut Glue> {
 ///
 /// # Safety
 /// `m` as for [`glue`].
-unsafe fn with_mirror(
+pub(crate) unsafe fn with_mirror(
     m: *mut dmirror,
     f: impl FnOnce(&mut Mirror<'static>, &mut GlueHost) -> c_int,
 ) -> c_int {
@@ -205,7 +206,10 @@ unsafe fn with_mirror(
         let mut host = GlueHost { ops, ctx };
         // SAFETY: the only `&mut` to the mirror field; no other exists (in_core was false, and
         // calls are serialized), and it does not outlive this call.
-        let rc = f(unsafe { &mut *addr_of_mut!((*g).mirror) }, &mut host);
+        let rc = match unsafe { &mut *addr_of_mut!((*g).mirror) } {
+            Some(mirror) => f(mirror, &mut host),
+            None => DMIRROR_EINVAL,
+        };
         // SAFETY: as above.
         unsafe { ptr::write(in_core, false) };
         rc
@@ -291,7 +295,8 @@ pub unsafe extern "C" fn dmirror_init_fresh(
     {
         return DMIRROR_EINVAL;
     }
-    let fresh = Init::fresh(legs, leg_sectors, assume_clean != 0);
+    let mut fresh = Init::EMPTY;
+    fresh.fresh_into(legs, leg_sectors, assume_clean != 0);
     // SAFETY: checked non-NULL and aligned; every field is plain data (pointers set to NULL by
     // init_to_c), so writing a zeroed value first and then filling it is sound.
     let out = unsafe {
@@ -327,14 +332,18 @@ fn why_bytes(code: u32) -> &'static [u8] {
         DMIRROR_WHY_BITMAP => b"bitmap pointer/length inconsistent or too short\0",
         DMIRROR_WHY_NO_METADATA => b"no valid metadata found\0",
         DMIRROR_WHY_CONFLICT => b"legs disagree or belong to other mirrors\0",
-        DMIRROR_WHY_READ_SECTOR_SIZE => b"metadata read with the wrong sector size\0",
-        DMIRROR_WHY_WRONG_SIZE => b"device size differs from the recorded size\0",
+        DMIRROR_WHY_READ_SECTOR_SIZE => b"read with another sector size than recorded\0",
+        DMIRROR_WHY_WRONG_SIZE => b"device is not the size its metadata records\0",
         DMIRROR_WHY_DUPLICATE => b"the same leg given twice\0",
         DMIRROR_WHY_NOT_MEMBER => b"no longer a leg of this mirror (removed or replaced)\0",
-        DMIRROR_WHY_GEOMETRY => b"geometry disagrees with the newest metadata\0",
-        DMIRROR_WHY_SPLIT_BRAIN => b"split brain\0",
+        DMIRROR_WHY_GEOMETRY => b"disagrees with the newest metadata on the geometry\0",
+        DMIRROR_WHY_SPLIT_BRAIN => b"split brain: name the leg whose data wins\0",
         DMIRROR_WHY_CHOSEN => b"the leg chosen to win is absent or not in sync\0",
         DMIRROR_WHY_NO_USABLE_LEG => b"no present leg holds a full copy of the data\0",
+        DMIRROR_WHY_LOG_TOO_SMALL => b"log device too small for this mirror's log\0",
+        DMIRROR_WHY_LOG_UNREADABLE => b"log device holds unusable dmirror metadata\0",
+        DMIRROR_WHY_LOG_FOREIGN => b"log device belongs to another mirror\0",
+        DMIRROR_WHY_LOG_IS_A_LEG => b"the log device is a dmirror leg\0",
         _ => b"unknown reason\0",
     }
 }
@@ -420,7 +429,7 @@ unsafe fn input_name<'a>(p: *const c_char, i: usize) -> &'a str {
 ///
 /// # Safety
 /// If non-NULL, `p` points to `len` readable bytes valid for `'a`.
-unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
+pub(crate) unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
     if p.is_null() {
         return Some(&[]);
     }
@@ -432,13 +441,60 @@ unsafe fn c_bytes<'a>(p: *const u8, len: u64) -> Option<&'a [u8]> {
     Some(unsafe { core::slice::from_raw_parts(p, len) })
 }
 
-fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &[LegRead<'_>]) -> Refusal {
-    use ::dmirror::assemble::AssembleError as E;
-    let input = |label: &str| {
-        legs.iter()
-            .position(|l| ptr::eq(l.label.as_ptr(), label.as_ptr()))
+/// The C reads as assembly's [`Legs`]: each is turned into a [`LegRead`] when assembly asks for
+/// it, so that no array of them (2 KiB) sits on the kernel stack.
+struct CLegs<'a> {
+    reads: &'a [dmirror_leg_read],
+}
+
+impl<'a> CLegs<'a> {
+    /// # Safety
+    /// Every read's name is NULL or a NUL-terminated string, and its slot pointers NULL or
+    /// `slotN_len` readable bytes, all valid for `'a` (dmirror.h's contract for
+    /// `dmirror_assemble`).
+    unsafe fn new(reads: &'a [dmirror_leg_read]) -> CLegs<'a> {
+        CLegs { reads }
+    }
+
+    /// The input whose label is `label` (the same pointer: labels are distinct per input).
+    fn input_of(&self, label: &str) -> u32 {
+        (0..self.reads.len())
+            .find(|&i| {
+                self.leg(i)
+                    .is_some_and(|l| ptr::eq(l.label.as_ptr(), label.as_ptr()))
+            })
             .map_or(0, |i| i as u32)
-    };
+    }
+}
+
+impl<'a> Legs<'a> for CLegs<'a> {
+    fn count(&self) -> usize {
+        self.reads.len()
+    }
+
+    fn leg(&self, i: usize) -> Option<LegRead<'a>> {
+        let r = self.reads.get(i)?;
+        // SAFETY: the contract of `CLegs::new`.
+        let (slot0, slot1) = unsafe {
+            (
+                c_bytes(r.slot0, r.slot0_len)?,
+                c_bytes(r.slot1, r.slot1_len)?,
+            )
+        };
+        Some(LegRead {
+            // SAFETY: as above.
+            label: unsafe { input_name(r.name, i) },
+            sectors: r.sectors,
+            sector_size: r.sector_size,
+            slot0,
+            slot1,
+        })
+    }
+}
+
+fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &CLegs<'_>) -> Refusal {
+    use ::dmirror::assemble::AssembleError as E;
+    let input = |label: &str| legs.input_of(label);
     let r = |errno, why, leg| Refusal::leg(errno, why, leg);
     match *e {
         E::NoLegs | E::TooManyLegs { .. } => Refusal::inval(DMIRROR_WHY_LEG_COUNT),
@@ -463,9 +519,9 @@ fn assemble_error(e: &::dmirror::assemble::AssembleError<'_>, legs: &[LegRead<'_
 }
 
 /// Writes formatted text into a C buffer, truncating, always NUL-terminated.
-struct CBuf<'a> {
-    buf: &'a mut [u8],
-    n: usize,
+pub(crate) struct CBuf<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) n: usize,
 }
 
 impl core::fmt::Write for CBuf<'_> {
@@ -509,41 +565,6 @@ pub unsafe extern "C" fn dmirror_assemble(
     msg: *mut c_char,
     msg_len: u64,
 ) -> c_int {
-    // SAFETY: the caller's contract, passed on.
-    unsafe { assemble_c(reads, nreads, choose, false, out, why, msg, msg_len) }
-}
-
-/// See dmirror.h.
-///
-/// # Safety
-/// Pointers NULL or valid for their types, as dmirror.h describes.
-#[no_mangle]
-pub unsafe extern "C" fn dmirror_identify(
-    read: *const dmirror_leg_read,
-    out: *mut dmirror_assembly,
-    why: *mut dmirror_why,
-    msg: *mut c_char,
-    msg_len: u64,
-) -> c_int {
-    // SAFETY: the caller's contract, passed on (one read).
-    unsafe { assemble_c(read, 1, ptr::null(), true, out, why, msg, msg_len) }
-}
-
-/// dmirror_assemble(), or with `identify` dmirror_identify() of reads[0].
-///
-/// # Safety
-/// As dmirror_assemble().
-#[allow(clippy::too_many_arguments)]
-unsafe fn assemble_c(
-    reads: *const dmirror_leg_read,
-    nreads: u32,
-    choose: *const u8,
-    identify: bool,
-    out: *mut dmirror_assembly,
-    why: *mut dmirror_why,
-    msg: *mut c_char,
-    msg_len: u64,
-) -> c_int {
     set_why(why, DMIRROR_WHY_NONE, 0);
     let mut text = CBuf { buf: &mut [], n: 0 };
     if !msg.is_null() && msg_len > 0 {
@@ -564,57 +585,74 @@ unsafe fn assemble_c(
     }
     // SAFETY: the caller gives `nreads` structures.
     let c_reads = unsafe { core::slice::from_raw_parts(reads, n) };
-    let mut legs = [LegRead {
-        label: "",
-        sectors: 0,
-        sector_size: 0,
-        slot0: &[],
-        slot1: &[],
-    }; ::dmirror::MAX_LEGS];
-    for (i, (l, r)) in legs.iter_mut().zip(c_reads).enumerate() {
-        // SAFETY: the caller's contract for the name and the slot buffers.
-        let (s0, s1) = unsafe { (c_bytes(r.slot0, r.slot0_len), c_bytes(r.slot1, r.slot1_len)) };
-        let (Some(slot0), Some(slot1)) = (s0, s1) else {
+    for (i, r) in c_reads.iter().enumerate() {
+        // SAFETY: the caller's contract for the slot buffers.
+        let ok = unsafe { c_bytes(r.slot0, r.slot0_len).and(c_bytes(r.slot1, r.slot1_len)) };
+        if ok.is_none() {
             set_why(why, DMIRROR_WHY_NO_METADATA, i as u32);
             return DMIRROR_EINVAL;
-        };
-        *l = LegRead {
-            // SAFETY: as above.
-            label: unsafe { input_name(r.name, i) },
-            sectors: r.sectors,
-            sector_size: r.sector_size,
-            slot0,
-            slot1,
-        };
+        }
     }
+    // SAFETY: the caller's contract for the names and slot buffers (dmirror.h).
+    let legs = unsafe { CLegs::new(c_reads) };
     let chosen = if choose.is_null() {
         None
     } else {
         // SAFETY: the caller gives 16 readable bytes; u8 needs no alignment.
         Some(unsafe { ptr::read_unaligned(choose.cast::<[u8; 16]>()) })
     };
-    let legs = legs.get(..n).unwrap_or(&[]);
-    let legs = if identify {
-        legs.get(..1).unwrap_or(&[])
-    } else {
-        legs
+    // Kernel stack: the answer (~4.3 KiB) is the one large local; the work (a summary of every
+    // leg, ~2.3 KiB) lives in the caller's `out` until the answer is written there.
+    let mut asm = ::dmirror::assemble::Assembly::EMPTY;
+    // SAFETY: `out` is non-NULL, aligned, and the caller's writable dmirror_assembly, at least as
+    // large and as aligned as a Workspace (asserted below); nothing else refers to it during this
+    // call. A valid Workspace is written before the reference is formed, and `out` is
+    // overwritten (zeroed, then filled) below, after the last use of `work`.
+    let work = unsafe {
+        let w = out.cast::<::dmirror::assemble::Workspace>();
+        w.write(::dmirror::assemble::Workspace::NEW);
+        &mut *w
     };
-    let asm = match ::dmirror::assemble::assemble_with(legs, chosen, !identify) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
-            let r = assemble_error(&e, legs);
-            set_why_r(why, &r);
-            return r.errno;
-        }
-    };
+    let res = ::dmirror::assemble::assemble_into(&legs, chosen, work, &mut asm);
     // SAFETY: checked non-NULL and aligned; every field is plain data: zero, then fill.
     let o = unsafe {
         ptr::write_bytes(out, 0, 1);
         &mut *out
     };
+    if let Err(e) = res {
+        let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{e}"));
+        let r = assemble_error(&e, &legs);
+        set_why_r(why, &r);
+        return r.errno;
+    }
+    assembly_to_c(&asm, c_reads, o);
+    0
+}
+
+static_assertions::const_assert!(
+    size_of::<::dmirror::assemble::Workspace>() <= size_of::<dmirror_assembly>()
+);
+static_assertions::const_assert!(
+    align_of::<::dmirror::assemble::Workspace>() <= align_of::<dmirror_assembly>()
+);
+
+/// Fill `o` (zeroed) from the answer of assembly (no intermediate `Init`: it would be 2.4 KiB
+/// more of stack).
+fn assembly_to_c(
+    asm: &::dmirror::assemble::Assembly,
+    c_reads: &[dmirror_leg_read],
+    o: &mut dmirror_assembly,
+) {
     o.config = config_to_c(&assembled_config(&asm.winner));
-    init_to_c(&asm.init(None, [None; ::dmirror::MAX_LEGS]), &mut o.init);
+    // What Assembly::init(None, no tracking) gives, field by field; the bitmaps stay NULL.
+    o.init.mirror_uuid = asm.winner.mirror_uuid;
+    o.init.name = asm.winner.name;
+    o.init.generation = asm.generation;
+    o.init.seq = asm.seq;
+    o.init.authoritative = asm.authoritative;
+    for (c, l) in o.init.legs.iter_mut().zip(asm.legs.iter()) {
+        *c = leg_init_to_c(l);
+    }
     let slots = o
         .label
         .iter_mut()
@@ -646,7 +684,67 @@ unsafe fn assemble_c(
         *d = plan(asm.dirty_read(k as u8));
         *t = plan(asm.tracking_read(k as u8));
     }
-    0
+}
+
+/// See dmirror.h.
+///
+/// # Safety
+/// `r` NULL or a valid `dmirror_leg_read` (its name and slot buffers as for `dmirror_assemble`);
+/// `out` NULL or writable; `why` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmirror_identify(
+    r: *const dmirror_leg_read,
+    out: *mut dmirror_identity,
+    why: *mut dmirror_why,
+) -> c_int {
+    set_why(why, DMIRROR_WHY_NONE, 0);
+    if r.is_null() || !r.is_aligned() || out.is_null() || !out.is_aligned() {
+        return DMIRROR_EINVAL;
+    }
+    // SAFETY: checked non-NULL and aligned; plain data: zero it (the answer on failure).
+    let o = unsafe {
+        ptr::write_bytes(out, 0, 1);
+        &mut *out
+    };
+    // SAFETY: the caller's contract: one valid structure.
+    let c_reads = unsafe { core::slice::from_raw_parts(r, 1) };
+    // SAFETY: the caller's contract for the name and the slot buffers.
+    let legs = unsafe { CLegs::new(c_reads) };
+    let Some(leg) = legs.leg(0) else {
+        // A slot pointer with an impossible length.
+        set_why(why, DMIRROR_WHY_NO_METADATA, 0);
+        return DMIRROR_EINVAL;
+    };
+    match ::dmirror::assemble::identify(&leg) {
+        Ok(id) => {
+            identity_to_c(&id, o);
+            0
+        }
+        Err(e) => {
+            let r = assemble_error(&e, &legs);
+            set_why_r(why, &r);
+            r.errno
+        }
+    }
+}
+
+fn identity_to_c(id: &::dmirror::assemble::Identity, o: &mut dmirror_identity) {
+    o.mirror_uuid = id.mirror_uuid;
+    o.name = id.name;
+    o.leg_uuid = id.leg_uuid;
+    o.generation = id.generation;
+    o.seq = id.seq;
+    o.data_sectors = id.data_sectors;
+    o.region_sectors = id.region_sectors;
+    o.leg_sectors = id.leg_sectors;
+    o.rebuild_checkpoint = id.rebuild_checkpoint;
+    o.sector_size = id.sector_size;
+    o.state = leg_state_to_c(id.state.into());
+    o.leg = id.leg_index;
+    o.nlegs = id.nlegs;
+    o.clean = u8::from(id.clean);
+    o.rebuild_full = u8::from(id.rebuild_full);
+    o.members = id.members;
 }
 
 /// See dmirror.h.
@@ -722,17 +820,20 @@ fn build(ops: Ops, ctx: *mut c_void, cfg: &Config, init: &Init<'_>) -> Result<*m
         core::slice::from_raw_parts_mut(base.add(CORE_OFFSET), size.saturating_sub(CORE_OFFSET))
     };
     let g = base.cast::<Glue>();
-    // The Mirror is several KiB: write it straight into its place in the block rather than
-    // moving it through a Glue temporary (each move is a copy on the kernel stack).
-    match Mirror::new(cfg, init, mem) {
-        // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits
-        // before CORE_OFFSET; the field is written once, before any read.
-        Ok(m) => unsafe { addr_of_mut!((*g).mirror).write(m) },
-        Err(e) => {
-            // SAFETY: `mem` was moved into the failed `new` and is gone; free the block.
-            unsafe { (ops.free)(ctx, base.cast(), size) };
-            return Err(config_error(e));
-        }
+    // SAFETY: `base` is aligned to GLUE_ALIGN >= align_of::<Glue>() and the header fits before
+    // CORE_OFFSET; `mirror` is written (None) before the only reference to it is formed.
+    let place = unsafe {
+        let p = addr_of_mut!((*g).mirror);
+        p.write(None);
+        &mut *p
+    };
+    // The Mirror is built straight into its place in the block: moving it through temporaries
+    // would copy it on the kernel stack.
+    if let Err(e) = Mirror::new_in(cfg, init, mem, place) {
+        // SAFETY: `mem` was moved into the failed `new_in` and `place` is None again; nothing
+        // refers to the block: free it.
+        unsafe { (ops.free)(ctx, base.cast(), size) };
+        return Err(config_error(e));
     }
     // SAFETY: as above, the remaining fields.
     unsafe {
@@ -782,12 +883,12 @@ pub unsafe extern "C" fn dmirror_create(
         Ok(c) => c,
         Err(r) => return refuse(&ops, ctx, why, r),
     };
+    let mut core_init = Init::EMPTY;
     // SAFETY: the bitmaps are valid for the duration of this call (caller's contract); `init`
     // does not outlive it.
-    let core_init = match unsafe { init_from_c(&cfg, c_init) } {
-        Ok(i) => i,
-        Err(r) => return refuse(&ops, ctx, why, r),
-    };
+    if let Err(r) = unsafe { init_from_c(&cfg, c_init, &mut core_init) } {
+        return refuse(&ops, ctx, why, r);
+    }
     match build(ops, ctx, &cfg, &core_init) {
         Ok(g) => {
             // SAFETY: checked non-NULL and aligned above.
@@ -851,7 +952,9 @@ fn read_bitmap(
     buf: &mut [u8],
 ) -> Result<(), Refusal> {
     let bad = Refusal::leg(DMIRROR_EINVAL, DMIRROR_WHY_BITMAP, r.leg);
-    if r.leg >= u32::from(cfg.legs) {
+    // A disk log's bitmaps are on the log device (DMIRROR_LOGDEV_LEG), never on a leg.
+    let log_dev = cfg.log == ::dmirror::LogKind::Device;
+    if (log_dev && r.leg != DMIRROR_LOGDEV_LEG) || (!log_dev && r.leg >= u32::from(cfg.legs)) {
         return Err(bad);
     }
     let bytes = r
@@ -932,7 +1035,7 @@ fn create_assembled(
     ctx: *mut c_void,
 ) -> Result<*mut Glue, Refusal> {
     let cfg = config_from_c(c_cfg)?;
-    if cfg.log != ::dmirror::LogKind::OnLegs {
+    if cfg.log == ::dmirror::LogKind::Core {
         return Err(Refusal::inval(DMIRROR_WHY_LOG_KIND));
     }
     let regions = regions(&cfg).ok_or(Refusal::inval(DMIRROR_WHY_REGION_SIZE))?;
@@ -949,8 +1052,9 @@ fn create_assembled(
     if !a.init.dirty.bits.is_null() || a.init.tracking.iter().any(|t| !t.bits.is_null()) {
         return Err(bitmap);
     }
+    let mut init = Init::EMPTY;
     // SAFETY: no bitmap pointer (checked just above).
-    let mut init = unsafe { init_from_c(&cfg, &a.init) }?;
+    unsafe { init_from_c(&cfg, &a.init, &mut init) }?;
     if a.clean == 0 && a.dirty.iter().any(|d| d.needed != 0) {
         let acc = scratch.alloc(bm_bytes)?;
         let buf = scratch.alloc(bm_bytes)?;
@@ -1035,7 +1139,8 @@ pub unsafe extern "C" fn dmirror_status(m: *mut dmirror, out: *mut dmirror_statu
         return DMIRROR_EINVAL;
     }
     let fill = |mir: &mut Mirror<'static>, _: &mut GlueHost| {
-        let s = mir.status();
+        let mut s = ::dmirror::Status::EMPTY;
+        mir.status_into(&mut s);
         // SAFETY: checked non-NULL and aligned; all fields are plain data, so zero, then fill.
         let o = unsafe {
             ptr::write_bytes(out, 0, 1);
@@ -1235,6 +1340,7 @@ same_signature! {
     dmirror_sb_location(_, _, _, _, _);
     dmirror_max_data_sectors(_, _, _, _);
     dmirror_assemble(_, _, _, _, _, _, _);
+    dmirror_identify(_, _, _);
     dmirror_create(_, _, _, _, _, _, _);
     dmirror_create_assembled(_, _, _, _, _, _);
     dmirror_submit(_, _);

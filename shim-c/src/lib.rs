@@ -33,6 +33,7 @@ pub mod abi;
 pub mod convert;
 pub mod dm;
 pub mod glue;
+pub mod logdev;
 
 #[cfg(test)]
 mod tests;

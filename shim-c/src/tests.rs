@@ -99,6 +99,16 @@ fn parent_io_checks() {
     assert!(parent_from_c(&p).unwrap().fua);
 }
 
+/// `init_from_c` into a fresh `Init`.
+///
+/// # Safety
+/// As for `init_from_c`.
+unsafe fn init_of<'i>(cfg: &Config, c: &dmirror_init) -> Result<::dmirror::Init<'i>, Refusal> {
+    let mut init = ::dmirror::Init::EMPTY;
+    // SAFETY: forwarded.
+    unsafe { init_from_c(cfg, c, &mut init) }.map(|()| init)
+}
+
 fn fresh_init(legs: u8) -> std::boxed::Box<dmirror_init> {
     let mut i = std::boxed::Box::new(dmirror_init::default());
     // SAFETY: valid out-pointer.
@@ -111,14 +121,14 @@ fn init_from_c_checks_slots_and_bitmaps() {
     let cfg = config_from_c(&cfg_c(2)).unwrap();
     let good = fresh_init(2);
     // SAFETY: no bitmaps.
-    let init = unsafe { init_from_c(&cfg, &good) }.unwrap();
+    let init = unsafe { init_of(&cfg, &good) }.unwrap();
     assert_eq!(init.legs[1].state, LegState::InSync);
     assert_eq!(init.legs[2].state, LegState::Empty);
 
     let mut bad = fresh_init(2);
     bad.legs[5].sectors = 1;
     // SAFETY: no bitmaps.
-    let e = unsafe { init_from_c(&cfg, &bad) }.unwrap_err();
+    let e = unsafe { init_of(&cfg, &bad) }.unwrap_err();
     assert_eq!(
         (e.why, e.leg),
         (DMIRROR_WHY_INITIAL_STATE, 5),
@@ -128,7 +138,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
     let mut bad = fresh_init(2);
     bad.legs[1].state = 9;
     // SAFETY: no bitmaps.
-    let e = unsafe { init_from_c(&cfg, &bad) }.unwrap_err();
+    let e = unsafe { init_of(&cfg, &bad) }.unwrap_err();
     assert_eq!((e.why, e.leg), (DMIRROR_WHY_LEG_STATE, 1));
 
     let mut bad = fresh_init(2);
@@ -138,7 +148,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
     };
     // SAFETY: the bitmap is NULL.
     assert_eq!(
-        unsafe { init_from_c(&cfg, &bad) }.unwrap_err().why,
+        unsafe { init_of(&cfg, &bad) }.unwrap_err().why,
         DMIRROR_WHY_BITMAP
     );
 
@@ -150,7 +160,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
         len: 7,
     };
     // SAFETY: `short` outlives the call.
-    let e = unsafe { init_from_c(&cfg, &bad) }.unwrap_err();
+    let e = unsafe { init_of(&cfg, &bad) }.unwrap_err();
     assert_eq!((e.why, e.leg), (DMIRROR_WHY_BITMAP, 1));
 
     let enough = [0xffu8; 8];
@@ -160,7 +170,7 @@ fn init_from_c_checks_slots_and_bitmaps() {
         len: 8,
     };
     // SAFETY: `enough` outlives the call and `init`.
-    let init = unsafe { init_from_c(&cfg, &ok) }.unwrap();
+    let init = unsafe { init_of(&cfg, &ok) }.unwrap();
     assert_eq!(init.dirty, Some(&enough[..]));
 }
 
@@ -229,6 +239,17 @@ fn leg_io_and_events_convert() {
         (e.kind, e.leg, e.state, e.error),
         (DMIRROR_EV_LEG_FAILED, 2, DMIRROR_LEG_MISSING, DMIRROR_ENXIO)
     );
+    let e = event_to_c(Event::LogFailed { error: IoError::Io });
+    assert_eq!(
+        (e.kind, e.leg, e.error),
+        (DMIRROR_EV_LOG_FAILED, DMIRROR_LOGDEV_LEG, DMIRROR_EIO)
+    );
+    // The disk log's leg I/O keeps its reserved leg number.
+    let c = leg_io_to_c(&LegIo {
+        leg: ::dmirror::LOG_DEV,
+        ..mk(BufRef::None)
+    });
+    assert_eq!(u32::from(c.leg), DMIRROR_LOGDEV_LEG);
     let e = event_to_c(Event::ResyncProgress {
         leg: 1,
         done: 5,
@@ -248,18 +269,16 @@ fn leg_io_and_events_convert() {
 
 #[test]
 fn why_strings_are_nul_terminated() {
-    for code in 0..=24u32 {
+    // The last code is the disk log's (the "Disk log" block of dmirror.h).
+    for code in 0..=DMIRROR_WHY_LOG_IS_A_LEG + 1 {
         let p = dmirror_why_str(code);
         // SAFETY: the glue returns static NUL-terminated strings.
         let s = unsafe { core::ffi::CStr::from_ptr(p) };
         assert!(!s.to_bytes().is_empty());
-        // Every code dmirror.h defines has its own text (the kernel printed "unknown reason"
-        // for a split brain and for a rebuilding leg alone before codes 17..24 had one).
-        assert_ne!(s.to_bytes(), b"unknown reason", "code {code}");
+        // Every defined code has its own description.
+        let unknown = s.to_bytes() == b"unknown reason";
+        assert_eq!(unknown, code > DMIRROR_WHY_LOG_IS_A_LEG, "code {code}");
     }
-    // SAFETY: as above.
-    let s = unsafe { core::ffi::CStr::from_ptr(dmirror_why_str(25)) };
-    assert_eq!(s.to_bytes(), b"unknown reason");
 }
 
 // ---- the entry points, driven from Rust through the C ABI ----

@@ -17,7 +17,9 @@
 //!   table decides every leg's state; present legs of an older generation are stale and resync.
 use core::fmt;
 
-use crate::format::{decode_newest, DiskLegState, FormatError, Superblock, UuidDisplay};
+use crate::format::{
+    decode_newest, decode_newest_into, DiskLegState, FormatError, Superblock, UuidDisplay,
+};
 pub use crate::format::{or_into, slot_positions};
 use crate::init::{Init, LegInit, Rebuild};
 use crate::types::{LegState, MAX_LEGS};
@@ -204,43 +206,72 @@ pub struct Assembly {
     pub tracking_from: Option<u8>,
 }
 
+/// The legs given to assembly, by input index: a slice of [`LegRead`], or a host's own table
+/// turned into a [`LegRead`] on demand (a kernel host need not build an array of them).
+pub trait Legs<'a> {
+    /// How many legs are given.
+    fn count(&self) -> usize;
+    /// Input leg `i` (`None` past the end). Must give the same answer every time it is asked.
+    fn leg(&self, i: usize) -> Option<LegRead<'a>>;
+}
+
+impl<'a> Legs<'a> for [LegRead<'a>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn leg(&self, i: usize) -> Option<LegRead<'a>> {
+        self.get(i).copied()
+    }
+}
+
 /// What assembly keeps of each present leg's superblock (small, to keep the stack bounded: a
-/// decoded superblock is ~1.4 KiB and legs are re-decoded instead of stored).
+/// decoded superblock is ~1.6 KiB and legs are re-decoded instead of stored). The leg's size and
+/// sector size are not kept: [`read_leg_into`] checked that they are the ones its [`LegRead`]
+/// gives.
 #[derive(Clone, Copy)]
 struct Seen {
     mirror: [u8; 16],
     uuid: [u8; 16],
-    index: u8,
-    own: DiskLegState,
     generation: u64,
     seq: u64,
-    clean: bool,
-    sectors: u64,
-    sector_size: u32,
     region_sectors: u64,
     data_sectors: u64,
+    index: u8,
+    own: DiskLegState,
+    clean: bool,
 }
 
 impl Seen {
     const NONE: Seen = Seen {
         mirror: [0; 16],
         uuid: [0; 16],
-        index: 0,
-        own: DiskLegState::Empty,
         generation: 0,
         seq: 0,
-        clean: false,
-        sectors: 0,
-        sector_size: 0,
         region_sectors: 0,
         data_sectors: 0,
+        index: 0,
+        own: DiskLegState::Empty,
+        clean: false,
     };
 }
 
-/// Decode one leg and check what can be checked on it alone.
-#[inline(never)]
-fn read_leg<'a>(l: &LegRead<'a>) -> Result<Superblock, AssembleError<'a>> {
-    let sb = l.superblock().map_err(|error| AssembleError::Unreadable {
+/// The working memory of [`assemble_into`] (about 2.3 KiB): a summary of every present leg.
+/// A host with a small stack can keep it elsewhere (the C glue keeps it in the caller's output
+/// structure until it writes the answer there).
+pub struct Workspace {
+    seen: [Seen; MAX_LEGS],
+}
+
+impl Workspace {
+    pub const NEW: Workspace = Workspace {
+        seen: [Seen::NONE; MAX_LEGS],
+    };
+}
+
+/// Decode one leg into `sb` and check what can be checked on it alone: that it was read with the
+/// sector size it records, and is the size it records.
+fn read_leg_into<'a>(l: &LegRead<'a>, sb: &mut Superblock) -> Result<(), AssembleError<'a>> {
+    decode_newest_into(l.slot0, l.slot1, sb).map_err(|error| AssembleError::Unreadable {
         leg: l.label,
         error,
     })?;
@@ -259,34 +290,36 @@ fn read_leg<'a>(l: &LegRead<'a>) -> Result<Superblock, AssembleError<'a>> {
             actual: l.sectors,
         });
     }
-    Ok(sb)
+    Ok(())
+}
+
+/// Input leg `i` of `legs` (which has it: every caller iterates below `count()`).
+fn input<'a, L: Legs<'a> + ?Sized>(legs: &L, i: usize) -> Result<LegRead<'a>, AssembleError<'a>> {
+    legs.leg(i).ok_or(AssembleError::NoUsableLeg)
 }
 
 fn bit(mask: u32, i: usize) -> bool {
     i < 32 && mask & (1u32 << i) != 0
 }
 
-// The helpers below decode superblocks in their own (not inlined) frames, so that no more than
-// two decoded superblocks (~1.4 KiB each) are alive at once and `assemble` itself holds only the
-// winner's: assembly must also fit a kernel thread's stack.
+// Every helper below decodes into the one superblock `sb` its caller lends (the answer's
+// `winner`, before the winner is known): assembly never holds more than that one decoded
+// superblock, so that it fits a kernel thread's stack (tests/kernel-stack-report.sh).
 
 /// What assembly keeps of one leg.
-#[inline(never)]
-fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
-    let sb = read_leg(l)?;
+fn summarize<'a>(l: &LegRead<'a>, sb: &mut Superblock) -> Result<Seen, AssembleError<'a>> {
+    read_leg_into(l, sb)?;
     let own = sb.own();
     Ok(Seen {
         mirror: sb.mirror_uuid,
         uuid: own.uuid,
-        index: sb.leg_index,
-        own: own.state,
         generation: sb.generation,
         seq: sb.seq,
-        clean: sb.clean,
-        sectors: own.sectors,
-        sector_size: sb.sector_size,
         region_sectors: sb.region_sectors,
         data_sectors: sb.data_sectors,
+        index: sb.leg_index,
+        own: own.state,
+        clean: sb.clean,
     })
 }
 
@@ -295,9 +328,13 @@ fn summarize<'a>(l: &LegRead<'a>) -> Result<Seen, AssembleError<'a>> {
 /// generation is at or past the generation at which it was recorded out). A leg recorded as
 /// rebuilding is still in the mirror: it takes every write, so a leg that saw it rebuilding did
 /// not run without it. A leg recorded out at a generation it never reached is merely stale.
-#[inline(never)]
-fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, AssembleError<'a>> {
-    let sb = read_leg(l)?;
+fn out_of_sync_row<'a>(
+    l: &LegRead<'a>,
+    i: usize,
+    seen: &[Seen],
+    sb: &mut Superblock,
+) -> Result<u32, AssembleError<'a>> {
+    read_leg_into(l, sb)?;
     let mut row = 0u32;
     for (j, s) in seen.iter().enumerate().take(32) {
         // Removed slots too: they record when the leg was removed.
@@ -316,33 +353,30 @@ fn out_of_sync_row<'a>(l: &LegRead<'a>, i: usize, seen: &[Seen]) -> Result<u32, 
     Ok(row)
 }
 
-/// A leg table without rebuild progress: what a generation's history is.
-#[derive(PartialEq, Eq)]
-struct History {
-    nlegs: u8,
-    legs: [([u8; 16], DiskLegState); MAX_LEGS],
-}
-
-#[inline(never)]
-fn history<'a>(l: &LegRead<'a>) -> Result<History, AssembleError<'a>> {
-    let sb = read_leg(l)?;
-    let mut h = History {
-        nlegs: sb.nlegs,
-        legs: [([0; 16], DiskLegState::Empty); MAX_LEGS],
-    };
-    for (dst, src) in h.legs.iter_mut().zip(sb.legs.iter()) {
+/// The two legs' tables hold the same UUIDs in the same states (rebuild progress may differ):
+/// the same history. One table is copied out (uuids and states only), the other compared in
+/// place.
+fn same_history<'a>(
+    a: &LegRead<'a>,
+    b: &LegRead<'a>,
+    sb: &mut Superblock,
+) -> Result<bool, AssembleError<'a>> {
+    read_leg_into(a, sb)?;
+    let nlegs = sb.nlegs;
+    let mut table = [([0u8; 16], DiskLegState::Empty); MAX_LEGS];
+    for (dst, src) in table.iter_mut().zip(sb.legs.iter()) {
         *dst = (src.uuid, src.state);
     }
-    Ok(h)
+    read_leg_into(b, sb)?;
+    Ok(nlegs == sb.nlegs
+        && table
+            .iter()
+            .zip(sb.legs.iter())
+            .all(|(x, e)| *x == (e.uuid, e.state)))
 }
 
-/// The two legs' tables hold the same UUIDs in the same states (rebuild progress may differ).
-fn same_history<'a>(a: &LegRead<'a>, b: &LegRead<'a>) -> Result<bool, AssembleError<'a>> {
-    Ok(history(a)? == history(b)?)
-}
-
-fn label<'a>(legs: &[LegRead<'a>], i: usize) -> &'a str {
-    legs.get(i).map_or("?", |l| l.label)
+fn label<'a, L: Legs<'a> + ?Sized>(legs: &L, i: usize) -> &'a str {
+    legs.leg(i).map_or("?", |l| l.label)
 }
 
 fn seen_at(seen: &[Seen], i: usize) -> Seen {
@@ -351,18 +385,17 @@ fn seen_at(seen: &[Seen], i: usize) -> Seen {
 
 /// Everything up to the choice of the winner: per-leg checks, mirror identity, duplicates, split
 /// brain. Returns the winner's input index, the inputs to rebuild in full, whether a split brain
-/// was resolved. Fills `seen_buf[..legs.len()]`. Not inlined: its working set is freed before
-/// `assemble` builds its answer.
-#[inline(never)]
-fn decide<'a>(
-    legs: &[LegRead<'a>],
+/// was resolved. Fills `seen_buf[..legs.count()]`; decodes into `sb` (scratch).
+fn decide<'a, L: Legs<'a> + ?Sized>(
+    legs: &L,
     choose: Option<[u8; 16]>,
     seen_buf: &mut [Seen; MAX_LEGS],
+    sb: &mut Superblock,
 ) -> Result<(usize, u32, bool), AssembleError<'a>> {
-    let n = legs.len();
+    let n = legs.count();
     // Pass 1: decode every leg alone.
-    for (s, l) in seen_buf.iter_mut().zip(legs) {
-        *s = summarize(l)?;
+    for (i, s) in seen_buf.iter_mut().enumerate().take(n) {
+        *s = summarize(&input(legs, i)?, sb)?;
     }
     let seen: &[Seen] = seen_buf.get(..n).unwrap_or(&[]);
 
@@ -397,8 +430,8 @@ fn decide<'a>(
     // Pass 2: who each leg thinks has left. Bit j of `out_of_sync[i]`: leg i's table records leg
     // j as out of the mirror (or does not know it).
     let mut out_of_sync = [0u32; MAX_LEGS];
-    for (i, (l, row)) in legs.iter().zip(out_of_sync.iter_mut()).enumerate() {
-        *row = out_of_sync_row(l, i, seen)?;
+    for (i, row) in out_of_sync.iter_mut().enumerate().take(n) {
+        *row = out_of_sync_row(&input(legs, i)?, i, seen, sb)?;
     }
     let mutual = |i: usize, j: usize| -> bool {
         let (a, b) = (seen_at(seen, i), seen_at(seen, j));
@@ -428,10 +461,7 @@ fn decide<'a>(
             else {
                 continue;
             };
-            let (Some(a), Some(b)) = (legs.get(f), legs.get(i)) else {
-                continue;
-            };
-            if !same_history(a, b)? {
+            if !same_history(&input(legs, f)?, &input(legs, i)?, sb)? {
                 split = Some((f, i));
                 break;
             }
@@ -462,20 +492,14 @@ fn decide<'a>(
                     leg: label(legs, x),
                 });
             }
-            let Some(lx) = legs.get(x) else {
-                return Err(AssembleError::NoUsableLeg);
-            };
+            let lx = input(legs, x)?;
             for (j, s) in seen.iter().enumerate() {
                 if j == x {
                     continue;
                 }
                 let diverged = mutual(x, j)
                     || s.generation > sx.generation
-                    || (s.generation == sx.generation
-                        && match legs.get(j) {
-                            Some(l) => !same_history(lx, l)?,
-                            None => false,
-                        });
+                    || (s.generation == sx.generation && !same_history(&lx, &input(legs, j)?, sb)?);
                 if diverged {
                     forced_full |= 1u32 << j;
                 }
@@ -498,33 +522,99 @@ fn decide<'a>(
     Ok((winner_input, forced_full, split.is_some()))
 }
 
+/// What one device says about itself: its newest valid superblock, read as it is, without
+/// judging it against any other leg (that is assembly's job: [`assemble`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub mirror_uuid: [u8; 16],
+    /// NUL-padded.
+    pub name: [u8; 32],
+    /// This device's own leg UUID and slot in the leg table.
+    pub leg_uuid: [u8; 16],
+    pub leg_index: u8,
+    /// Leg slots of the mirror.
+    pub nlegs: u8,
+    /// The state this device's superblock records for the device itself, and its rebuild
+    /// progress when that is `Rebuilding`.
+    pub state: DiskLegState,
+    pub rebuild_full: bool,
+    pub rebuild_checkpoint: u64,
+    pub generation: u64,
+    pub seq: u64,
+    /// The superblock says the mirror was shut down cleanly.
+    pub clean: bool,
+    pub sector_size: u32,
+    pub region_sectors: u64,
+    pub data_sectors: u64,
+    /// This leg's size as recorded (the device's size: [`identify`] checks it).
+    pub leg_sectors: u64,
+    /// Bit k: the leg table this device holds has a leg (in any state) in slot k.
+    pub members: u32,
+}
+
+/// Read what one device says about itself. Refuses only a device that cannot be read as a leg:
+/// no valid superblock slot ([`AssembleError::Unreadable`]), read with another sector size than
+/// the one it records ([`AssembleError::SectorSize`]: read again with that size), or not the size
+/// it records ([`AssembleError::WrongSize`]: its metadata is not at the end of this device).
+/// Whether the device is stale, rebuilding, failed or removed is not judged: a host that finds
+/// devices one by one (a GEOM taste) recognises every member of a mirror by its UUIDs and leaves
+/// the decision to [`assemble`] over all of them. Needs one decoded superblock (~1.6 KiB) of
+/// stack.
+pub fn identify<'a>(leg: &LegRead<'a>) -> Result<Identity, AssembleError<'a>> {
+    let mut sb = Superblock::ZEROED;
+    read_leg_into(leg, &mut sb)?;
+    let own = sb.own();
+    Ok(Identity {
+        mirror_uuid: sb.mirror_uuid,
+        name: sb.name,
+        leg_uuid: own.uuid,
+        leg_index: sb.leg_index,
+        nlegs: sb.nlegs,
+        state: own.state,
+        rebuild_full: own.full,
+        rebuild_checkpoint: own.checkpoint,
+        generation: sb.generation,
+        seq: sb.seq,
+        clean: sb.clean,
+        sector_size: sb.sector_size,
+        region_sectors: sb.region_sectors,
+        data_sectors: sb.data_sectors,
+        leg_sectors: own.sectors,
+        members: sb
+            .legs
+            .iter()
+            .take(usize::from(sb.nlegs))
+            .enumerate()
+            .filter(|(_, e)| e.state != DiskLegState::Empty)
+            .fold(0u32, |m, (k, _)| m | 1u32 << k),
+    })
+}
+
 /// Decide the mirror's starting state from the legs present (any subset, any order).
 /// `choose` names (by leg UUID) the leg whose view wins a split brain; it is consulted only when
 /// there is one, but must name a present leg in any case.
+///
+/// The answer is ~4.3 KiB and the work ~2.3 KiB more: a host with a small stack (a kernel
+/// thread) calls [`assemble_into`] with memory of its own instead.
 pub fn assemble<'a>(
     legs: &[LegRead<'a>],
     choose: Option<[u8; 16]>,
 ) -> Result<Assembly, AssembleError<'a>> {
-    assemble_with(legs, choose, true)
+    let mut work = Workspace::NEW;
+    let mut a = Assembly::EMPTY;
+    assemble_into(legs, choose, &mut work, &mut a)?;
+    Ok(a)
 }
 
-/// What one device says about its mirror (identity, its slot, generation, the leg table), as
-/// [`assemble`] of that device alone, except that it does not require a leg holding a full copy
-/// of the data: a host that finds legs one by one (GEOM's taste) must recognize a rebuilding or
-/// stale leg as a member, to wait for it and hand it to the real assembly. Never start a mirror
-/// from this result (its authoritative leg may hold no full copy).
-pub fn identify<'a>(leg: &LegRead<'a>) -> Result<Assembly, AssembleError<'a>> {
-    assemble_with(core::slice::from_ref(leg), None, false)
-}
-
-/// [`assemble`] (`require_usable`) or, for one leg, [`identify`] (not `require_usable`): one
-/// entry point for hosts that offer both (one call site, one stack frame).
-pub fn assemble_with<'a>(
-    legs: &[LegRead<'a>],
+/// [`assemble`], building the answer in `out` and working in `work`, both the caller's memory:
+/// the call itself needs about 1 KiB of stack. On error `out` holds an unspecified value.
+pub fn assemble_into<'a, L: Legs<'a> + ?Sized>(
+    legs: &L,
     choose: Option<[u8; 16]>,
-    require_usable: bool,
-) -> Result<Assembly, AssembleError<'a>> {
-    let n = legs.len();
+    work: &mut Workspace,
+    out: &mut Assembly,
+) -> Result<(), AssembleError<'a>> {
+    let n = legs.count();
     if n == 0 {
         return Err(AssembleError::NoLegs);
     }
@@ -532,47 +622,62 @@ pub fn assemble_with<'a>(
         return Err(AssembleError::TooManyLegs { count: n });
     }
 
-    // Phase 1 picks the winner; then its table decides every slot (the answer is built in place).
-    let mut seen_buf = [Seen::NONE; MAX_LEGS];
-    let (winner_input, forced_full, resolved) = decide(legs, choose, &mut seen_buf)?;
-    let seen: &[Seen] = seen_buf.get(..n).unwrap_or(&[]);
-    let Some(wl) = legs.get(winner_input) else {
-        return Err(AssembleError::NoUsableLeg);
-    };
-    let mut a = Assembly {
-        winner: read_leg(wl)?,
-        winner_input,
+    // Phase 1 picks the winner (decoding each leg into `out.winner` in turn); then the winner's
+    // table decides every slot (the answer is built in place).
+    let (winner_input, forced_full, resolved) =
+        decide(legs, choose, &mut work.seen, &mut out.winner)?;
+    let seen: &[Seen] = work.seen.get(..n).unwrap_or(&[]);
+    read_leg_into(&input(legs, winner_input)?, &mut out.winner)?;
+    out.winner_input = winner_input;
+    out.slot_of_input = [0; MAX_LEGS];
+    out.input_of_slot = [None; MAX_LEGS];
+    out.legs = [LegInit::EMPTY; MAX_LEGS];
+    out.authoritative = 0;
+    out.generation = seen.iter().map(|s| s.generation).max().unwrap_or(0);
+    out.seq = seen.iter().map(|s| s.seq).max().unwrap_or(0);
+    out.leg_seq = [0; MAX_LEGS];
+    out.clean = true;
+    out.split_brain_resolved = resolved;
+    out.dirty_from = 0;
+    out.tracking_needed = 0;
+    out.tracking_from = None;
+    out.settle(legs, seen, forced_full)
+}
+
+impl Assembly {
+    /// A blank answer (no legs): the starting value of memory given to [`assemble_into`].
+    pub const EMPTY: Assembly = Assembly {
+        winner: Superblock::ZEROED,
+        winner_input: 0,
         slot_of_input: [0; MAX_LEGS],
         input_of_slot: [None; MAX_LEGS],
         legs: [LegInit::EMPTY; MAX_LEGS],
         authoritative: 0,
-        generation: seen.iter().map(|s| s.generation).max().unwrap_or(0),
-        seq: seen.iter().map(|s| s.seq).max().unwrap_or(0),
+        generation: 0,
+        seq: 0,
         leg_seq: [0; MAX_LEGS],
         clean: true,
-        split_brain_resolved: resolved,
+        split_brain_resolved: false,
         dirty_from: 0,
         tracking_needed: 0,
         tracking_from: None,
     };
-    a.settle(legs, seen, forced_full, require_usable)?;
-    Ok(a)
 }
 
 impl Assembly {
     /// Membership and geometry of every present leg against the winner, then every slot's
     /// starting state, the authoritative leg, the bitmaps to read.
-    fn settle<'a>(
+    fn settle<'a, L: Legs<'a> + ?Sized>(
         &mut self,
-        legs: &[LegRead<'a>],
+        legs: &L,
         seen: &[Seen],
         forced_full: u32,
-        require_usable: bool,
     ) -> Result<(), AssembleError<'a>> {
         let winner = &self.winner;
         // Membership and geometry against the winner.
         for (i, (s, slot)) in seen.iter().zip(self.slot_of_input.iter_mut()).enumerate() {
-            let leg = label(legs, i);
+            let l = input(legs, i)?;
+            let leg = l.label;
             let k = winner
                 .find_leg(&s.uuid)
                 .ok_or(AssembleError::NotMember { leg })?;
@@ -582,7 +687,9 @@ impl Assembly {
                     field: "leg index",
                 });
             }
-            if s.sector_size != winner.sector_size {
+            // read_leg_into checked that the leg records the sector size and size it was read
+            // with.
+            if l.sector_size != winner.sector_size {
                 return Err(AssembleError::Geometry {
                     leg,
                     field: "sector size",
@@ -601,11 +708,11 @@ impl Assembly {
                 });
             }
             let recorded = winner.legs.get(usize::from(k)).map_or(0, |e| e.sectors);
-            if recorded != s.sectors {
+            if recorded != l.sectors {
                 return Err(AssembleError::WrongSize {
                     leg,
                     recorded,
-                    actual: s.sectors,
+                    actual: l.sectors,
                 });
             }
             *slot = k;
@@ -721,7 +828,6 @@ impl Assembly {
         } else {
             match (0..usize::from(winner.nlegs)).find(|&k| present_insync(k)) {
                 Some(k) => k as u8,
-                None if !require_usable => winner.authoritative,
                 None => return Err(AssembleError::NoUsableLeg),
             }
         };
@@ -827,6 +933,7 @@ impl Assembly {
 mod tests {
     use super::*;
     use crate::format::{max_data_sectors, DiskLeg, SB_BYTES};
+    use std::format;
     use std::string::{String, ToString};
     use std::vec;
     use std::vec::Vec;
@@ -923,6 +1030,91 @@ mod tests {
         checkpoint: 0,
         full: true,
     };
+
+    #[test]
+    fn identify_reports_what_a_device_says_without_judging() {
+        let (sb, mut disks) = mirror(3);
+        // Leg 2 was being rebuilt (a full copy, 5 regions done) when the mirror stopped; leg 1
+        // is stale (it missed that generation).
+        let mut s = change(&sb, 2, DiskLegState::Rebuilding);
+        s.legs[2].full = true;
+        s.legs[2].checkpoint = 5;
+        s.clean = false;
+        s.name[..4].copy_from_slice(b"data");
+        disks[0].put(&s, 0, 1);
+        disks[2].put(&s, 2, 1);
+        let id = identify(&disks[2].read()).unwrap();
+        assert_eq!(id.mirror_uuid, MIRROR);
+        assert_eq!(&id.name[..5], b"data\0");
+        assert_eq!((id.leg_uuid, id.leg_index, id.nlegs), (uuid(2), 2, 3));
+        assert_eq!(id.state, DiskLegState::Rebuilding);
+        assert_eq!((id.rebuild_full, id.rebuild_checkpoint), (true, 5));
+        assert_eq!((id.generation, id.seq, id.clean), (2, 1, false));
+        assert_eq!((id.sector_size, id.region_sectors), (512, 1024));
+        assert_eq!((id.data_sectors, id.leg_sectors), (sb.data_sectors, LEG));
+        assert_eq!(id.members, 0b111);
+        // Alone, that device assembles into nothing usable; identify does not judge.
+        assert_eq!(
+            assemble(&reads(&disks, &[2]), None).unwrap_err(),
+            AssembleError::NoUsableLeg
+        );
+        // The stale leg says what it last knew.
+        let stale = identify(&disks[1].read()).unwrap();
+        assert_eq!(
+            (stale.state, stale.generation, stale.seq),
+            (DiskLegState::InSync, 1, 0)
+        );
+        assert!(stale.clean);
+        // Together they assemble, and the rebuilding leg resumes from its checkpoint.
+        let a = assemble(&reads(&disks, &[2, 1, 0]), None).unwrap();
+        assert_eq!(
+            a.legs[2].rebuild,
+            Rebuild {
+                checkpoint: 5,
+                full: true
+            }
+        );
+        assert_eq!(a.legs[2].state, LegState::Rebuilding);
+    }
+
+    #[test]
+    fn identify_refuses_only_what_cannot_be_read_as_a_leg() {
+        let (_, disks) = mirror(2);
+        let blank = Disk::new("/dev/blank", LEG, 512);
+        assert!(matches!(
+            identify(&blank.read()),
+            Err(AssembleError::Unreadable {
+                leg: "/dev/blank",
+                error: FormatError::Blank
+            })
+        ));
+        let mut wrong = disks[0].read();
+        wrong.sector_size = 4096;
+        wrong.sectors = LEG / 8;
+        assert!(matches!(
+            identify(&wrong),
+            Err(AssembleError::SectorSize {
+                read: 4096,
+                recorded: 512,
+                ..
+            })
+        ));
+        let mut small = disks[0].read();
+        small.sectors = LEG - 8;
+        assert!(matches!(
+            identify(&small),
+            Err(AssembleError::WrongSize {
+                recorded: LEG,
+                actual,
+                ..
+            }) if actual == LEG - 8
+        ));
+        // One good slot is enough (the other torn).
+        let mut torn = Disk::new("/dev/a", LEG, 512);
+        torn.slots[0] = disks[0].slots[0].clone();
+        torn.slots[1][100] = 0xff;
+        assert_eq!(identify(&torn.read()).unwrap().leg_index, 0);
+    }
 
     #[test]
     fn all_clean() {
@@ -1142,36 +1334,6 @@ mod tests {
     }
 
     #[test]
-    fn identify_a_leg_that_cannot_assemble_alone() {
-        // A rebuilding leg alone cannot start the mirror, but it is recognized as slot 1 of it
-        // (GEOM's taste needs that to wait for it and resume its rebuild).
-        let (sb, mut disks) = mirror(2);
-        let s = change(&sb, 1, DiskLegState::Rebuilding);
-        disks[1].put(&s, 1, 1);
-        let r = reads(&disks, &[1]);
-        assert_eq!(assemble(&r, None).unwrap_err(), AssembleError::NoUsableLeg);
-        let Some(leg) = r.first() else {
-            panic!("no read")
-        };
-        let a = identify(leg).unwrap();
-        assert_eq!(a.input_of_slot[1], Some(0));
-        assert_eq!(a.input_of_slot[0], None);
-        assert_eq!(a.winner.mirror_uuid, sb.mirror_uuid);
-        assert_eq!(a.generation, s.generation);
-        // A leg that can assemble alone identifies as it assembles.
-        let r0 = reads(&disks, &[0]);
-        let (Some(l0), Ok(full)) = (r0.first(), assemble(&r0, None)) else {
-            panic!("leg 0 alone must assemble")
-        };
-        let id = identify(l0).unwrap();
-        assert_eq!(states(&id), states(&full));
-        assert_eq!(id.authoritative, full.authoritative);
-        // A device without metadata is still refused.
-        let blank = Disk::new("/dev/z", LEG, 512);
-        assert!(identify(&blank.read()).is_err());
-    }
-
-    #[test]
     fn refusals_name_the_leg() {
         let (sb, mut disks) = mirror(3);
         // Another mirror's leg, given first or last.
@@ -1341,6 +1503,55 @@ mod tests {
                     assemble(&r, Some([0x55; 16])).unwrap_err(),
                     AssembleError::ChosenAbsent { uuid: [0x55; 16] }
                 );
+            }
+        }
+    }
+
+    /// A `Legs` that is not a slice (as the C glue's), to drive `assemble_into` the way a
+    /// kernel host does.
+    struct ByIndex<'d>(&'d [Disk], &'d [usize]);
+
+    impl<'d> Legs<'d> for ByIndex<'d> {
+        fn count(&self) -> usize {
+            self.1.len()
+        }
+        fn leg(&self, i: usize) -> Option<LegRead<'d>> {
+            self.1.get(i).map(|&k| self.0[k].read())
+        }
+    }
+
+    #[test]
+    fn assemble_into_reused_memory_gives_what_assemble_gives() {
+        // One workspace and one answer, reused across very different assemblies (the C glue
+        // reuses a caller's out struct; nothing of a previous answer may leak into the next).
+        let mut work = Workspace::NEW;
+        let mut out = Assembly::EMPTY;
+        let (sb, mut disks) = mirror(3);
+        let mut s = change(&sb, 2, DiskLegState::Rebuilding);
+        s.legs[2].checkpoint = 7;
+        s.clean = false;
+        disks[0].put(&s, 0, 1);
+        disks[2].put(&s, 2, 1);
+        let (sb2, mut split) = mirror(2);
+        let sa = change(&sb2, 1, DiskLegState::Missing);
+        split[0].put(&sa, 0, 1);
+        let sbb = change(&sb2, 0, DiskLegState::Missing);
+        split[1].put(&sbb, 1, 1);
+        type Case<'c> = (&'c [Disk], &'c [usize], Option<[u8; 16]>);
+        let cases: [Case<'_>; 5] = [
+            (&disks, &[2, 0, 1], None),
+            (&split, &[1, 0], Some(uuid(1))),
+            (&disks, &[1], None),
+            (&split, &[0, 1], None),
+            (&disks, &[0, 2], None),
+        ];
+        for (d, order, choose) in cases {
+            let expected = assemble(&reads(d, order), choose);
+            let got = assemble_into(&ByIndex(d, order), choose, &mut work, &mut out);
+            match (expected, got) {
+                (Ok(a), Ok(())) => assert_eq!(format!("{a:?}"), format!("{out:?}")),
+                (Err(e), Err(g)) => assert_eq!(e, g),
+                (e, g) => panic!("assemble {e:?} but assemble_into {g:?}"),
             }
         }
     }

@@ -40,8 +40,14 @@ impl<'a> Mirror<'a> {
             l.since = g;
         }
         match state {
-            // Regions with writes in flight may or may not have reached it: track them.
-            LegState::Missing => self.track_inflight(k),
+            // Regions with writes in flight may or may not have reached it: track them. So may
+            // the regions still marked in the write-intent bitmap: writes it completed there may
+            // sit in its volatile cache, never flushed (a bit is cleared only after a flush of
+            // every active leg, which it will miss), and a power loss would drop them.
+            LegState::Missing => {
+                self.track_inflight(k);
+                self.log.needs_sync_or_intent(k);
+            }
             _ => self.log.fill_needs(k, true),
         }
         self.log.request_super();
@@ -190,7 +196,7 @@ impl<'a> Mirror<'a> {
         // I/O from before it left may still be in flight: harmless. Its writes belong to unfinished
         // entries that new writes and copies of the same range are ordered behind, metadata rounds
         // wait for it, and old copies cannot close a region of the new pass.
-        let meta = if self.log.persistent() {
+        let meta = if self.cfg.log == LogKind::OnLegs {
             crate::log::MetaLayout::for_leg(&self.cfg, sectors).ok_or(ControlError::TooSmall)?
         } else {
             if sectors < self.cfg.data_sectors {
@@ -340,8 +346,19 @@ impl<'a> Mirror<'a> {
     }
 
     pub fn status(&self) -> Status {
-        let mut leg = [LegStatus::EMPTY; MAX_LEGS];
-        for (k, s) in leg.iter_mut().enumerate().take(usize::from(self.cfg.legs)) {
+        let mut s = Status::EMPTY;
+        self.status_into(&mut s);
+        s
+    }
+
+    /// [`Mirror::status`] into the caller's memory (a `Status` is ~2.2 KiB: a kernel glue
+    /// converts it from one place instead of moving it through temporaries).
+    pub fn status_into(&self, out: &mut Status) {
+        for (k, s) in out.leg.iter_mut().enumerate() {
+            *s = LegStatus::EMPTY;
+            if k >= usize::from(self.cfg.legs) {
+                continue;
+            }
             let Some(l) = self.legs.get(k) else { continue };
             let oos = self.log.out_of_sync(k as u8);
             *s = LegStatus {
@@ -357,7 +374,7 @@ impl<'a> Mirror<'a> {
             };
         }
         let regions = self.log.regions();
-        let mut out = 0u64;
+        let mut oos = 0u64;
         let active = self.active_mask();
         // Regions some active leg is out of sync for.
         let mut r = 0;
@@ -369,22 +386,19 @@ impl<'a> Mirror<'a> {
                     word |= self.log_word(k, w);
                 }
             }
-            out += u64::from(word.count_ones());
+            oos += u64::from(word.count_ones());
             r += 64;
         }
-        Status {
-            legs: self.cfg.legs,
-            leg,
-            authoritative: self.authoritative,
-            generation: self.generation,
-            regions,
-            regions_in_sync: regions - out.min(regions),
-            dirty_regions: self.log.dirty_regions(),
-            inflight_parents: self.inflight_parents,
-            inflight_leg_ios: self.lios_busy,
-            counters: self.counters,
-            read_policy: self.cfg.read_policy,
-        }
+        out.legs = self.cfg.legs;
+        out.authoritative = self.authoritative;
+        out.generation = self.generation;
+        out.regions = regions;
+        out.regions_in_sync = regions - oos.min(regions);
+        out.dirty_regions = self.log.dirty_regions();
+        out.inflight_parents = self.inflight_parents;
+        out.inflight_leg_ios = self.lios_busy;
+        out.counters = self.counters;
+        out.read_policy = self.cfg.read_policy;
     }
 
     fn log_word(&self, k: u8, w: u64) -> u64 {

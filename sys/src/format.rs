@@ -128,6 +128,11 @@ pub enum FormatError {
     BitmapTooShort { needed: u64, actual: u64 },
     /// A bitmap has a bit set for a region past the last one.
     BitmapBitsPastEnd { region: u64 },
+    /// The superblock is a disk log device's (`leg_index == LOG_DEVICE_INDEX`), not a leg's: the
+    /// device is the separate log of a dm mirror (docs/FORMAT.md, section 9).
+    LogDevice,
+    /// A log device was expected but the superblock is a leg's (a self-describing dmirror leg).
+    NotLogDevice,
 }
 
 impl fmt::Display for FormatError {
@@ -174,6 +179,16 @@ impl fmt::Display for FormatError {
             FormatError::BitmapBitsPastEnd { region } => write!(
                 f,
                 "bitmap has a bit set for region {region}, past the last region"
+            ),
+            FormatError::LogDevice => write!(
+                f,
+                "this is the disk log device of a dm mirror (dm_target_mirror), not a leg: \
+                 its legs carry no dmirror metadata"
+            ),
+            FormatError::NotLogDevice => write!(
+                f,
+                "this holds a dmirror leg's superblock, not a disk log device's: refusing to \
+                 use a leg as a log"
             ),
         }
     }
@@ -780,7 +795,8 @@ impl Superblock {
         if self.nlegs == 0 || usize::from(self.nlegs) > MAX_LEGS {
             return Err(FormatError::BadField("nlegs"));
         }
-        if self.leg_index >= self.nlegs {
+        let is_log = self.leg_index == LOG_DEVICE_INDEX;
+        if self.leg_index >= self.nlegs && !is_log {
             return Err(FormatError::BadField("leg_index"));
         }
         if self.authoritative >= self.nlegs {
@@ -836,6 +852,13 @@ impl Superblock {
                     "leg since (after the superblock's generation)",
                 ));
             }
+            if is_log {
+                // Legs of a disk-log mirror carry only data.
+                if leg.sectors < self.data_sectors {
+                    return Err(FormatError::BadField("leg sectors"));
+                }
+                continue;
+            }
             match layout(
                 leg.sectors,
                 self.sector_size,
@@ -849,10 +872,14 @@ impl Superblock {
                 Err(e) => return Err(e),
             }
         }
-        if self.own().state == DiskLegState::Empty {
+        if !is_log && self.own().state == DiskLegState::Empty {
             return Err(FormatError::BadField("leg_index (own slot is empty)"));
         }
-        let l = self.layout()?;
+        let l = if is_log {
+            log_layout(self.sector_size, self.region_sectors, self.data_sectors)?
+        } else {
+            self.layout()?
+        };
         if self.bitmap_start != l.bitmap_start {
             return Err(FormatError::BadField("bitmap_start"));
         }
@@ -918,10 +945,69 @@ impl Superblock {
         Ok(())
     }
 
+    /// A zeroed superblock (not a valid one): the starting value of memory given to
+    /// [`Superblock::decode_into`].
+    pub const ZEROED: Superblock = Superblock {
+        seq: 0,
+        generation: 0,
+        mirror_uuid: [0; 16],
+        leg_index: 0,
+        nlegs: 0,
+        authoritative: 0,
+        clean: false,
+        sector_size: 0,
+        region_sectors: 0,
+        data_sectors: 0,
+        bitmap_start: 0,
+        bitmap_sectors: 0,
+        tracking_start: 0,
+        read_policy: 0,
+        read_policy_arg: 0,
+        name: [0; 32],
+        legs: [DiskLeg::EMPTY; MAX_LEGS],
+    };
+
     /// Reads and validates a superblock from the first `SB_BYTES` of `buf` (the rest of a slot is
     /// ignored). Checks, in order: length, blank, magic, version, checksum, then every field.
-    #[inline(never)] // keeps its ~3 KiB of locals out of every caller's frame
+    ///
+    /// A disk log device's superblock is refused here ([`FormatError::LogDevice`]): legs and log
+    /// devices are never mistaken for each other. [`Superblock::decode_log`] reads those.
     pub fn decode(buf: &[u8]) -> Result<Superblock, FormatError> {
+        let mut sb = Superblock::ZEROED;
+        Superblock::decode_into(buf, &mut sb)?;
+        Ok(sb)
+    }
+
+    /// Reads and validates a disk log device's superblock (docs/FORMAT.md, section 9); a leg's
+    /// superblock is refused ([`FormatError::NotLogDevice`]).
+    pub fn decode_log(buf: &[u8]) -> Result<Superblock, FormatError> {
+        let mut sb = Superblock::ZEROED;
+        Superblock::decode_log_into(buf, &mut sb)?;
+        Ok(sb)
+    }
+
+    /// Written to a disk log device, not to a leg.
+    pub fn is_log_device(&self) -> bool {
+        self.leg_index == LOG_DEVICE_INDEX
+    }
+
+    /// [`Superblock::decode`] into memory the caller provides, so that a caller with little stack
+    /// (a kernel thread) never has a decoded superblock (~1.6 KiB) moved through temporaries.
+    /// On error `out` holds an unspecified (partly decoded) value.
+    #[inline(always)] // callers call `decode_kind_into` directly
+    pub fn decode_into(buf: &[u8], out: &mut Superblock) -> Result<(), FormatError> {
+        Superblock::decode_kind_into(buf, out, false)
+    }
+
+    /// [`Superblock::decode_log`] into memory the caller provides.
+    #[inline(always)]
+    pub fn decode_log_into(buf: &[u8], out: &mut Superblock) -> Result<(), FormatError> {
+        Superblock::decode_kind_into(buf, out, true)
+    }
+
+    /// `decode_into` (`log` false) or `decode_log_into` (`log` true).
+    #[inline(never)] // its reader's locals stay out of every caller's frame
+    fn decode_kind_into(buf: &[u8], out: &mut Superblock, log: bool) -> Result<(), FormatError> {
         let block = buf.get(..SB_BYTES).ok_or(FormatError::Truncated)?;
         let r = Reader(block);
         if r.bytes::<8>(OFF_MAGIC)? != MAGIC {
@@ -947,27 +1033,24 @@ impl Superblock {
         {
             return Err(FormatError::BadField("reserved"));
         }
-        // Built in place (one superblock-sized local) to keep the frame small.
-        let mut sb = Superblock {
-            seq: r.u64(OFF_SEQ)?,
-            generation: r.u64(OFF_GENERATION)?,
-            mirror_uuid: r.bytes(OFF_MIRROR_UUID)?,
-            leg_index: r.u8(OFF_LEG_INDEX)?,
-            nlegs: r.u8(OFF_NLEGS)?,
-            authoritative: r.u8(OFF_AUTHORITATIVE)?,
-            clean: r.bool(OFF_CLEAN, "clean")?,
-            sector_size: r.u32(OFF_SECTOR_SIZE)?,
-            region_sectors: r.u64(OFF_REGION_SECTORS)?,
-            data_sectors: r.u64(OFF_DATA_SECTORS)?,
-            bitmap_start: r.u64(OFF_BITMAP_START)?,
-            bitmap_sectors: r.u64(OFF_BITMAP_SECTORS)?,
-            tracking_start: r.u64(OFF_TRACKING_START)?,
-            read_policy: r.u8(OFF_READ_POLICY)?,
-            read_policy_arg: r.u32(OFF_READ_POLICY_ARG)?,
-            name: r.bytes(OFF_NAME)?,
-            legs: [DiskLeg::EMPTY; MAX_LEGS],
-        };
-        for (k, leg) in sb.legs.iter_mut().enumerate() {
+        // Field by field into the caller's memory: no superblock-sized local.
+        out.seq = r.u64(OFF_SEQ)?;
+        out.generation = r.u64(OFF_GENERATION)?;
+        out.mirror_uuid = r.bytes(OFF_MIRROR_UUID)?;
+        out.leg_index = r.u8(OFF_LEG_INDEX)?;
+        out.nlegs = r.u8(OFF_NLEGS)?;
+        out.authoritative = r.u8(OFF_AUTHORITATIVE)?;
+        out.clean = r.bool(OFF_CLEAN, "clean")?;
+        out.sector_size = r.u32(OFF_SECTOR_SIZE)?;
+        out.region_sectors = r.u64(OFF_REGION_SECTORS)?;
+        out.data_sectors = r.u64(OFF_DATA_SECTORS)?;
+        out.bitmap_start = r.u64(OFF_BITMAP_START)?;
+        out.bitmap_sectors = r.u64(OFF_BITMAP_SECTORS)?;
+        out.tracking_start = r.u64(OFF_TRACKING_START)?;
+        out.read_policy = r.u8(OFF_READ_POLICY)?;
+        out.read_policy_arg = r.u32(OFF_READ_POLICY_ARG)?;
+        out.name = r.bytes(OFF_NAME)?;
+        for (k, leg) in out.legs.iter_mut().enumerate() {
             let base = OFF_LEGS + k * LEG_ENTRY_BYTES;
             let mut since = [0u8; 8];
             for (k, b) in since.iter_mut().take(6).enumerate() {
@@ -982,8 +1065,12 @@ impl Superblock {
                 since: u64::from_le_bytes(since),
             };
         }
-        sb.validate()?;
-        Ok(sb)
+        out.validate()?;
+        match (out.is_log_device(), log) {
+            (true, false) => Err(FormatError::LogDevice),
+            (false, true) => Err(FormatError::NotLogDevice),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -997,6 +1084,7 @@ fn informativeness(e: &FormatError) -> u8 {
         | FormatError::TooManyRegions { .. }
         | FormatError::BitmapTooShort { .. }
         | FormatError::BitmapBitsPastEnd { .. } => 5,
+        FormatError::LogDevice | FormatError::NotLogDevice => 6,
         FormatError::WrongSlot { .. } => 4,
         FormatError::UnsupportedVersion(_) | FormatError::BadChecksum => 3,
         FormatError::BadMagic => 2,
@@ -1021,20 +1109,102 @@ pub fn newest(
     }
 }
 
-/// Decodes both slots of a leg and returns the superblock to believe, by the rule of [`newest`],
-/// holding at most one decoded superblock at a time (it decodes the chosen slot twice): for
-/// callers with little stack, such as a kernel thread.
+/// Decodes both slots of a leg and returns the superblock to believe, by the rule of [`newest`].
 pub fn decode_newest(slot0: &[u8], slot1: &[u8]) -> Result<Superblock, FormatError> {
-    match pick_slot(slot_seq(slot0), slot_seq(slot1))? {
-        0 => Superblock::decode(slot0),
-        _ => Superblock::decode(slot1),
+    let mut sb = Superblock::ZEROED;
+    decode_newest_into(slot0, slot1, &mut sb)?;
+    Ok(sb)
+}
+
+/// [`decode_newest`] into memory the caller provides, the only superblock-sized memory it uses
+/// (it decodes each slot into `out`, and the chosen one again if it was not the last): for
+/// callers with little stack, such as a kernel thread. On error `out` holds an unspecified value.
+pub fn decode_newest_into(
+    slot0: &[u8],
+    slot1: &[u8],
+    out: &mut Superblock,
+) -> Result<(), FormatError> {
+    let s0 = Superblock::decode_into(slot0, out).map(|()| out.seq);
+    let s1 = Superblock::decode_into(slot1, out).map(|()| out.seq);
+    let slot1_ok = s1.is_ok();
+    match pick_slot(s0, s1)? {
+        0 => Superblock::decode_into(slot0, out),
+        // `out` holds slot 1 already (decoded last, and it decoded).
+        _ if slot1_ok => Ok(()),
+        _ => Superblock::decode_into(slot1, out),
     }
 }
 
-/// The seq of the superblock in `buf`, if it decodes.
-#[inline(never)]
-fn slot_seq(buf: &[u8]) -> Result<u64, FormatError> {
-    Superblock::decode(buf).map(|sb| sb.seq)
+/// [`decode_newest`] for the two slots of a disk log device (the same slot rule).
+pub fn decode_newest_log(slot0: &[u8], slot1: &[u8]) -> Result<Superblock, FormatError> {
+    let mut sb = Superblock::ZEROED;
+    decode_newest_log_into(slot0, slot1, &mut sb)?;
+    Ok(sb)
+}
+
+/// [`decode_newest_log`] into memory the caller provides (as [`decode_newest_into`]).
+pub fn decode_newest_log_into(
+    slot0: &[u8],
+    slot1: &[u8],
+    out: &mut Superblock,
+) -> Result<(), FormatError> {
+    let s0 = Superblock::decode_log_into(slot0, out).map(|()| out.seq);
+    let s1 = Superblock::decode_log_into(slot1, out).map(|()| out.seq);
+    let slot1_ok = s1.is_ok();
+    match pick_slot(s0, s1)? {
+        0 => Superblock::decode_log_into(slot0, out),
+        _ if slot1_ok => Ok(()),
+        _ => Superblock::decode_log_into(slot1, out),
+    }
+}
+
+/// The `leg_index` value that marks a disk log device's superblock (never a leg's: a leg's index
+/// is below `nlegs <= 32`, so a version-1 reader that predates disk logs refuses it too).
+pub const LOG_DEVICE_INDEX: u8 = 0xFF;
+
+/// The layout of a disk log device (docs/FORMAT.md, section 9): the whole device is metadata, laid
+/// out from its START — slot 0 at sector 0, slot 1 right after it, then the write-intent bitmap
+/// and the tracking bitmaps (leg k's at `tracking(k)`, as on a leg; only the table's legs' are
+/// kept, see [`log_device_sectors`]). `meta_start` is 0 (no data). The positions depend
+/// only on the geometry, never on the device's size; [`log_device_sectors`] is the size needed.
+pub fn log_layout(
+    sector_size: u32,
+    region_sectors: u64,
+    data_sectors: u64,
+) -> Result<Layout, FormatError> {
+    let regions = check_geometry(sector_size, region_sectors, data_sectors)?;
+    let slot = slot_sectors(sector_size);
+    let bms = bitmap_sectors(regions, sector_size);
+    let bitmap_start = slot * 2;
+    Ok(Layout {
+        slot_sectors: slot,
+        slots: [0, slot],
+        bitmap_start,
+        bitmap_sectors: bms,
+        tracking_start: bitmap_start + bms,
+        meta_start: 0,
+        regions,
+    })
+}
+
+/// Sectors a disk log device must have for this geometry and `legs` legs: two slots, the
+/// write-intent bitmap and one tracking bitmap per leg (T0..T(legs-1); the slots of the other
+/// tracking bitmaps of the layout are never written on a log device, which keeps it small —
+/// lvm2 sizes its log volumes for Linux's one-bitmap log).
+pub fn log_device_sectors(
+    sector_size: u32,
+    region_sectors: u64,
+    data_sectors: u64,
+    legs: u8,
+) -> Result<u64, FormatError> {
+    if legs == 0 || usize::from(legs) > MAX_LEGS {
+        return Err(FormatError::BadField("nlegs"));
+    }
+    let l = log_layout(sector_size, region_sectors, data_sectors)?;
+    l.bitmap_sectors
+        .checked_mul(u64::from(legs) + 1)
+        .and_then(|b| b.checked_add(l.bitmap_start))
+        .ok_or(FormatError::TooManyRegions { regions: l.regions })
 }
 
 /// The rule of [`newest`] on what decoding each slot gave (its seq, or why it is unusable):

@@ -60,22 +60,43 @@ pub struct Init<'i> {
 }
 
 impl<'i> Init<'i> {
+    /// No legs, no history: the starting value of an `Init` a host fills field by field.
+    pub const EMPTY: Init<'i> = Init {
+        mirror_uuid: [0; 16],
+        name: [0; 32],
+        generation: 0,
+        seq: 0,
+        authoritative: 0,
+        legs: [LegInit::EMPTY; MAX_LEGS],
+        dirty: None,
+        tracking: [None; MAX_LEGS],
+    };
+
     /// A mirror with no history: legs `0..legs` present, leg 0 authoritative and in sync, the
     /// others in sync too when `assume_clean`, rebuilding from leg 0 otherwise. The UUIDs are
     /// fixed placeholders (non-zero, distinct per leg): a host labelling real devices replaces
     /// them with random ones.
     pub fn fresh(legs: u8, leg_sectors: u64, assume_clean: bool) -> Init<'i> {
-        let mut init = Init {
-            mirror_uuid: *b"dmirror-mirror-0",
-            name: [0; 32],
-            generation: 1,
-            seq: 0,
-            authoritative: 0,
-            legs: [LegInit::EMPTY; MAX_LEGS],
-            dirty: None,
-            tracking: [None; MAX_LEGS],
-        };
-        for (i, leg) in init.legs.iter_mut().enumerate().take(usize::from(legs)) {
+        let mut init = Init::EMPTY;
+        init.fresh_into(legs, leg_sectors, assume_clean);
+        init
+    }
+
+    /// [`Init::fresh`] written over `self` (an `Init` is ~2.4 KiB: a kernel glue fills one in
+    /// place rather than moving it through temporaries).
+    pub fn fresh_into(&mut self, legs: u8, leg_sectors: u64, assume_clean: bool) {
+        self.mirror_uuid = *b"dmirror-mirror-0";
+        self.name = [0; 32];
+        self.generation = 1;
+        self.seq = 0;
+        self.authoritative = 0;
+        self.dirty = None;
+        self.tracking = [None; MAX_LEGS];
+        for (i, leg) in self.legs.iter_mut().enumerate() {
+            *leg = LegInit::EMPTY;
+            if i >= usize::from(legs) {
+                continue;
+            }
             leg.sectors = leg_sectors;
             leg.uuid = *b"dmirror-leg-0000";
             leg.uuid[15] = b'0' + (i % 10) as u8;
@@ -86,6 +107,5 @@ impl<'i> Init<'i> {
                 LegState::Rebuilding
             };
         }
-        init
     }
 }

@@ -754,7 +754,12 @@ impl<'a> Mirror<'a> {
         if p.kind == Kind::Resync {
             return;
         }
+        // Disk log: a write (or flush) that depends on a leg-state change the failed log device
+        // could not record is never acknowledged (devlog.rs).
+        let lost = matches!(p.kind, Kind::Write | Kind::Discard | Kind::Flush)
+            && self.log.dev.lost(p.need_super);
         let result = match p.kind {
+            _ if lost => Err(IoError::Io),
             Kind::Read => match p.err {
                 Some(e) => Err(e),
                 None => Ok(()),

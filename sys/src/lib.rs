@@ -27,6 +27,7 @@ extern crate std;
 pub mod assemble;
 pub mod dmtable;
 pub mod format;
+pub mod logdev;
 mod types;
 
 pub use types::*;
@@ -34,6 +35,7 @@ mod arena;
 mod arith;
 mod bitmap;
 mod control;
+mod devlog;
 mod host;
 mod init;
 mod io;
@@ -61,7 +63,12 @@ pub enum Mutant {
     SkipJournal,
     /// Clear write-intent bits without the data flush first.
     ClearBeforeFlush,
+    /// Disk log: count a bitmap round on the log device durable as soon as it is issued, without
+    /// its flush (a mark still in flight or in the log device's cache lets data go to the legs).
+    LogNoFlush,
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_devlog;

@@ -147,6 +147,8 @@ pub(crate) struct Log<'a> {
     /// Per chunk of the area, the `[first, last]` sectors the round in flight writes.
     pub(crate) items: &'a mut [(u64, u64)],
     pub(crate) nitems: usize,
+    /// The disk log device (`LogKind::Device`): its state (see `devlog.rs`).
+    pub(crate) dev: crate::devlog::DevLog,
     #[cfg(any(test, feature = "mutants"))]
     pub(crate) mutant: crate::Mutant,
 }
@@ -169,15 +171,18 @@ impl<'a> Log<'a> {
     /// Metadata writes one leg may need in one round: one per chunk of the area, plus the
     /// superblock and the flush.
     pub(crate) fn meta_ios_per_leg(cfg: &Config) -> u32 {
-        if cfg.log != LogKind::OnLegs {
+        if cfg.log == LogKind::Core {
             return 0;
         }
         let chunks = div_ceil(Self::area_sectors(cfg), Self::chunk_sectors(cfg));
-        u32::try_from(chunks.saturating_add(2)).unwrap_or(u32::MAX)
+        // Disk log: the log device's writes, superblock and flush, and one data flush per leg
+        // (`devlog.rs`); counted per leg by the caller, one more per leg covers it.
+        let extra = if cfg.log == LogKind::Device { 3 } else { 2 };
+        u32::try_from(chunks.saturating_add(extra)).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn carve(cfg: &Config, arena: &mut Arena<'a>) -> Option<Log<'a>> {
-        let persistent = cfg.log == LogKind::OnLegs;
+        let persistent = cfg.log != LogKind::Core;
         let regions = div_ceil(cfg.data_sectors, cfg.region_sectors);
         let ss = u64::from(cfg.sector_size);
         let bm_sectors = Self::bitmap_sectors(cfg);
@@ -245,6 +250,7 @@ impl<'a> Log<'a> {
             clean: false,
             items: items?,
             nitems: 0,
+            dev: crate::devlog::DevLog::new(cfg.log == LogKind::Device),
             #[cfg(any(test, feature = "mutants"))]
             mutant: crate::Mutant::None,
         })

@@ -77,6 +77,9 @@ impl<'a> Mirror<'a> {
         if !(self.log.anything_dirty() || self.log.sb_dirty || gate_round) {
             return false;
         }
+        if self.log.dev.on {
+            return self.dev_pump(host, gate_round);
+        }
         let round = self.log.round + 1;
         self.log.round = round;
         self.log.in_flight = true;
@@ -246,6 +249,9 @@ impl<'a> Mirror<'a> {
     }
 
     pub(crate) fn meta_done<H: Host>(&mut self, host: &mut H, li: u32, l: Lio, result: IoResult) {
+        if self.log.dev.on {
+            return self.dev_meta_done(host, li, l, result);
+        }
         self.free_lio_slot(li);
         self.log.meta_inflight = self.log.meta_inflight.saturating_sub(1);
         if self.log.meta_inflight == 0 && !self.log.in_flight {

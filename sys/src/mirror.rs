@@ -428,10 +428,40 @@ impl<'a> Mirror<'a> {
         init: &Init<'_>,
         mem: &'a mut [u8],
     ) -> Result<Mirror<'a>, ConfigError> {
+        let mut place = None;
+        Self::new_in(cfg, init, mem, &mut place)?;
+        // new_in left a mirror in `place` (it returned Ok).
+        place.ok_or(ConfigError::Memory)
+    }
+
+    /// [`Mirror::new`], building the mirror in `place` (the host's memory) instead of returning
+    /// it: the `Mirror` value (~1.3 KiB) is never moved through temporaries, so creating one needs
+    /// little stack (a kernel glue creates it straight into its allocated block). On success
+    /// `place` holds the mirror; on error it is `None`.
+    pub fn new_in(
+        cfg: &Config,
+        init: &Init<'_>,
+        mem: &'a mut [u8],
+        place: &mut Option<Mirror<'a>>,
+    ) -> Result<(), ConfigError> {
+        *place = None;
+        let r = Self::build_in(cfg, init, mem, place);
+        if r.is_err() {
+            *place = None;
+        }
+        r
+    }
+
+    fn build_in(
+        cfg: &Config,
+        init: &Init<'_>,
+        mem: &'a mut [u8],
+        place: &mut Option<Mirror<'a>>,
+    ) -> Result<(), ConfigError> {
         Self::check(cfg)?;
         let mut arena = Arena::new(mem);
         let (parents, lios, legs, log) = Self::carve(cfg, &mut arena).ok_or(ConfigError::Memory)?;
-        let mut m = Mirror {
+        *place = Some(Mirror {
             cfg: *cfg,
             parents,
             free_parent: NIL,
@@ -461,6 +491,9 @@ impl<'a> Mirror<'a> {
             inflight_parents: 0,
             #[cfg(any(test, feature = "mutants"))]
             mutant: crate::Mutant::None,
+        });
+        let Some(m) = place.as_mut() else {
+            return Err(ConfigError::Memory);
         };
         // Free lists: parents below resync_base only; resync entries are addressed directly.
         for i in (0..cfg.max_parents).rev() {
@@ -560,7 +593,7 @@ impl<'a> Mirror<'a> {
             m.log.mark_all_dirty(cfg.legs);
             m.log.request_super();
         }
-        Ok(m)
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {

@@ -19,6 +19,8 @@ pub(crate) struct TestHost {
     /// Per leg: sector ranges that fail to read.
     pub bad_reads: Vec<Vec<(u64, u64)>>,
     pub issued: Vec<LegIo<'static>>,
+    /// Disk log tests: the last entry of `legs` is the log device (`LOG_DEV` I/O goes there).
+    pub log_dev: bool,
 }
 
 impl TestHost {
@@ -34,6 +36,7 @@ impl TestHost {
             fail: vec![None; nlegs],
             bad_reads: vec![Vec::new(); nlegs],
             issued: Vec::new(),
+            log_dev: false,
         }
     }
 
@@ -46,7 +49,11 @@ impl TestHost {
         }) else {
             return false;
         };
-        let leg = io.leg as usize;
+        let leg = if self.log_dev && io.leg == LOG_DEV {
+            self.legs.len() - 1
+        } else {
+            io.leg as usize
+        };
         let ss = self.ss;
         let mut res = match self.fail[leg] {
             Some(e) => Err(e),
@@ -156,7 +163,14 @@ pub(crate) fn cfg(legs: u8, data: u64, log: LogKind) -> Config {
     c
 }
 
-fn write(h: &mut TestHost, m: &mut Mirror<'_>, handle: u64, sector: u64, count: u32, byte: u8) {
+pub(crate) fn write(
+    h: &mut TestHost,
+    m: &mut Mirror<'_>,
+    handle: u64,
+    sector: u64,
+    count: u32,
+    byte: u8,
+) {
     h.bufs.insert(handle, vec![byte; count as usize * h.ss]);
     m.submit(
         h,
@@ -172,7 +186,7 @@ fn write(h: &mut TestHost, m: &mut Mirror<'_>, handle: u64, sector: u64, count: 
     .unwrap();
 }
 
-fn read(h: &mut TestHost, m: &mut Mirror<'_>, handle: u64, sector: u64, count: u32) {
+pub(crate) fn read(h: &mut TestHost, m: &mut Mirror<'_>, handle: u64, sector: u64, count: u32) {
     h.bufs.insert(handle, vec![0xEE; count as usize * h.ss]);
     m.submit(
         h,

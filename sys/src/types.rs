@@ -39,7 +39,15 @@ pub enum LogKind {
     Core,
     /// Self-describing legs: superblocks and bitmaps at the end of every leg (docs/FORMAT.md).
     OnLegs,
+    /// A separate log device (dm-mirror's `disk` log): the legs carry only data; the superblock
+    /// (leg table, states) and every bitmap live on the log device, which the core addresses as
+    /// leg [`LOG_DEV`] (docs/FORMAT.md, section 9). One log-device round makes a mark durable for
+    /// every leg at once.
+    Device,
 }
+
+/// The `LegIo::leg` of I/O to the disk log device (`LogKind::Device`); never a leg index.
+pub const LOG_DEV: u8 = 0xFF;
 
 /// Resync engine tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +186,7 @@ pub enum BufRef<'m> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LegIo<'m> {
     pub token: Token,
-    /// Leg index, 0..legs.
+    /// Leg index, 0..legs; [`LOG_DEV`] for the disk log device.
     pub leg: u8,
     pub op: LegOp,
     /// Absolute sector on the leg (data at 0.., metadata at the end).
@@ -257,6 +265,10 @@ pub enum Event {
     ShutdownDone,
     /// The authoritative leg changed.
     AuthoritativeChanged { leg: u8 },
+    /// The disk log device (`LogKind::Device`) failed a write or flush: nothing more is written
+    /// to it. Writes go on while every leg takes them; a write that depends on a leg-state change
+    /// the log could not record fails (`IoError::Io`). Reload with a new log (full resync).
+    LogFailed { error: IoError },
 }
 
 /// Per-leg status.
@@ -307,6 +319,23 @@ pub struct Counters {
     pub busy: u64,
 }
 
+impl Counters {
+    pub const ZERO: Counters = Counters {
+        parent_reads: 0,
+        parent_writes: 0,
+        parent_flushes: 0,
+        parent_discards: 0,
+        parent_errors: 0,
+        read_retries: 0,
+        repairs: 0,
+        resync_sectors: 0,
+        meta_writes: 0,
+        meta_flushes: 0,
+        meta_errors: 0,
+        busy: 0,
+    };
+}
+
 /// A snapshot of the whole mirror, for hosts to format (dm status, GEOM XML, the CLI).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -323,4 +352,21 @@ pub struct Status {
     pub inflight_leg_ios: u32,
     pub counters: Counters,
     pub read_policy: ReadPolicy,
+}
+
+impl Status {
+    /// A snapshot of nothing: the starting value of memory given to `Mirror::status_into`.
+    pub const EMPTY: Status = Status {
+        legs: 0,
+        leg: [LegStatus::EMPTY; MAX_LEGS],
+        authoritative: 0,
+        generation: 0,
+        regions: 0,
+        regions_in_sync: 0,
+        dirty_regions: 0,
+        inflight_parents: 0,
+        inflight_leg_ios: 0,
+        counters: Counters::ZERO,
+        read_policy: ReadPolicy::Load,
+    };
 }

@@ -319,6 +319,303 @@ messages(void)
 	}
 }
 
+/* ---- The disk log: a mirror whose metadata is on a separate log device ----
+ * A small host (two legs and a log device in memory, leg I/O queued and completed in order):
+ * activation from a blank log (dmirror_assemble_log + dmirror_create_assembled), a write whose
+ * mark reaches the log device before the legs, a clean shutdown, reload from the valid log, and
+ * a corrupt log refused. */
+#define DL_SS 512u
+#define DL_DATA 256u    /* data sectors = leg size */
+#define DL_REGION 16u
+#define DL_LOGSEC 64u   /* log device sectors (19 needed) */
+#define DL_MAXQ 256
+
+static uint8_t dl_leg[2][DL_DATA * DL_SS];
+static uint8_t dl_log[DL_LOGSEC * DL_SS];
+static struct dmirror_leg_io dl_q[DL_MAXQ];
+static int dl_nq, dl_bad, dl_log_flushes, dl_leg_data_before_log_flush, dl_done, dl_err;
+static int dl_log_failed_events;
+static struct dmirror *dl_m;
+
+static void *
+dl_alloc(void *ctx, size_t size, int may_sleep)
+{
+	(void)ctx;
+	(void)may_sleep;
+	return aligned_alloc(16, (size + 15) & ~(size_t)15);
+}
+
+static void
+dl_free(void *ctx, void *p, size_t size)
+{
+	(void)ctx;
+	(void)size;
+	free(p);
+}
+
+static void
+dl_issue(void *ctx, const struct dmirror_leg_io *io)
+{
+	(void)ctx;
+	if (dl_nq >= DL_MAXQ) {
+		dl_bad++;
+		return;
+	}
+	if (io->leg != DMIRROR_LOGDEV_LEG && io->buf_kind == DMIRROR_BUF_PARENT &&
+	    dl_log_flushes == 0)
+		dl_leg_data_before_log_flush++;
+	dl_q[dl_nq++] = *io;
+}
+
+static void
+dl_complete(void *ctx, uint64_t handle, int error)
+{
+	(void)ctx;
+	(void)handle;
+	dl_done++;
+	dl_err = error;
+}
+
+static void
+dl_event(void *ctx, const struct dmirror_event *ev)
+{
+	(void)ctx;
+	if (ev->kind == DMIRROR_EV_LOG_FAILED && ev->leg == DMIRROR_LOGDEV_LEG)
+		dl_log_failed_events++;
+}
+
+static int
+dl_meta_read(void *ctx, uint32_t leg, uint64_t sector, uint8_t *buf, uint64_t len)
+{
+	(void)ctx;
+	if (leg != DMIRROR_LOGDEV_LEG || sector * DL_SS + len > sizeof(dl_log)) {
+		dl_bad++;
+		return DMIRROR_EIO;
+	}
+	memcpy(buf, dl_log + sector * DL_SS, len);
+	return 0;
+}
+
+static int dl_log_eio;
+
+/* Complete every queued I/O (oldest first), including those issued meanwhile. */
+static void
+dl_drain(void)
+{
+	int n = 0;
+	while (dl_nq > 0 && n++ < 100000) {
+		struct dmirror_leg_io io = dl_q[0];
+		int err = 0;
+		memmove(dl_q, dl_q + 1, sizeof(dl_q[0]) * (size_t)(--dl_nq));
+		uint8_t *dev = io.leg == DMIRROR_LOGDEV_LEG ? dl_log :
+		    io.leg < 2 ? dl_leg[io.leg] : NULL;
+		uint64_t size = io.leg == DMIRROR_LOGDEV_LEG ? sizeof(dl_log) : sizeof(dl_leg[0]);
+		if (dev == NULL || io.sector * DL_SS + io.count * DL_SS > size) {
+			dl_bad++;
+			err = DMIRROR_EIO;
+		} else if (io.leg == DMIRROR_LOGDEV_LEG && dl_log_eio) {
+			err = DMIRROR_EIO;
+		} else if (io.op == DMIRROR_OP_FLUSH) {
+			if (io.leg == DMIRROR_LOGDEV_LEG)
+				dl_log_flushes++;
+		} else if (io.op == DMIRROR_OP_WRITE && io.buf_kind == DMIRROR_BUF_META) {
+			if (io.leg != DMIRROR_LOGDEV_LEG)
+				dl_bad++; /* a disk-log mirror writes no metadata on its legs */
+			memcpy(dev + io.sector * DL_SS, io.meta, io.meta_len);
+		} else if (io.op == DMIRROR_OP_WRITE && io.buf_kind == DMIRROR_BUF_PARENT) {
+			memcpy(dev + io.sector * DL_SS,
+			    (const uint8_t *)(uintptr_t)io.parent_buf + io.offset, io.count * DL_SS);
+		} else if (io.op == DMIRROR_OP_READ && io.buf_kind == DMIRROR_BUF_PARENT) {
+			memcpy((uint8_t *)(uintptr_t)io.parent_buf + io.offset,
+			    dev + io.sector * DL_SS, io.count * DL_SS);
+		}
+		dmirror_leg_done(dl_m, io.token, err);
+	}
+}
+
+/* Activate from the log device as the dm target does; 0 or the errno, *fresh, err/why. */
+static int
+dl_activate(uint32_t sync, uint8_t *fresh, struct dmirror_why *why, struct dmirror_host_ops *ops)
+{
+	static struct dmirror_assembly a;
+	struct dmirror_leg_read lr;
+	struct dmirror_config cfg;
+	uint64_t legs[2] = { DL_DATA, DL_DATA };
+	const uint8_t uuid[16] = "dm-disk-log-test";
+	int rc;
+
+	memset(&lr, 0, sizeof(lr));
+	lr.slot0 = dl_log;
+	lr.slot0_len = 4096;
+	lr.slot1 = dl_log + 4096;
+	lr.slot1_len = 4096;
+	lr.sectors = DL_LOGSEC;
+	lr.sector_size = DL_SS;
+	dmirror_config_default(&cfg, 2, DL_DATA);
+	cfg.region_sectors = DL_REGION;
+	cfg.resync_chunk_sectors = 8;
+	rc = dmirror_assemble_log(&lr, NULL, &cfg, legs, sync, uuid, &a, fresh, why, err,
+	    sizeof(err));
+	if (rc != 0)
+		return rc;
+	dl_m = NULL;
+	return dmirror_create_assembled(&a, NULL, ops, NULL, &dl_m, why);
+}
+
+static void
+dl_write(uint64_t sector, uint32_t count, uint8_t byte, uint8_t *buf)
+{
+	struct dmirror_parent_io p;
+	memset(buf, byte, count * DL_SS);
+	memset(&p, 0, sizeof(p));
+	p.handle = 1;
+	p.op = DMIRROR_OP_WRITE;
+	p.sector = sector;
+	p.count = count;
+	p.buf = (uint64_t)(uintptr_t)buf;
+	dl_done = 0;
+	dmirror_submit(dl_m, &p);
+}
+
+static void
+disk_log(void)
+{
+	static uint8_t buf[8 * DL_SS];
+	struct dmirror_host_ops ops;
+	struct dmirror_why why;
+	uint8_t fresh = 9;
+	uint64_t need = 0;
+	struct dmirror_status st;
+	int rc;
+
+	memset(&ops, 0, sizeof(ops));
+	ops.alloc = dl_alloc;
+	ops.free = dl_free;
+	ops.issue = dl_issue;
+	ops.complete = dl_complete;
+	ops.event = dl_event;
+	ops.meta_read = dl_meta_read;
+
+	check(dmirror_log_device_sectors(DL_SS, DL_REGION, DL_DATA, 2, &need) == 0 && need == 19,
+	    "log device size: 2 slots of 8 sectors + 3 one-sector bitmaps (W, T0, T1)", NULL);
+	check(dmirror_log_device_sectors(DL_SS, 3, DL_DATA, 2, &need) == DMIRROR_EINVAL,
+	    "log device size: a region size not a power of two is refused", NULL);
+
+	/* Blank log device: a new mirror (nosync: both legs in sync). */
+	rc = dl_activate(DMIRROR_LOGDEV_NOSYNC, &fresh, &why, &ops);
+	check(rc == 0 && fresh == 1 && dl_m != NULL, "blank log: a new mirror", err);
+	if (rc != 0 || dl_m == NULL)
+		return;
+	dmirror_tick(dl_m);
+	dl_drain();
+	check(memcmp(dl_log, "DMIRROR\x01", 8) == 0 || memcmp(dl_log + 4096, "DMIRROR\x01", 8) == 0,
+	    "the first round labelled the log device", NULL);
+	dl_log_flushes = 0;
+	dl_leg_data_before_log_flush = 0;
+	dl_write(40, 4, 0xA5, buf);
+	check(dl_nq > 0 && dl_leg_data_before_log_flush == 0,
+	    "a write to a clean region: only log I/O until the log is flushed", NULL);
+	dl_drain();
+	check(dl_done == 1 && dl_err == 0 && dl_log_flushes >= 1 &&
+	    dl_leg_data_before_log_flush == 0 && dl_leg[0][40 * DL_SS] == 0xA5 &&
+	    dl_leg[1][43 * DL_SS + 511] == 0xA5, "the write reached both legs after the mark", NULL);
+	check((dl_log[16 * DL_SS] & 0x04) != 0, "region 2 is marked in the log's bitmap", NULL);
+	check(dmirror_log_failed(dl_m) == 0, "log healthy", NULL);
+	check(dl_bad == 0, "no I/O outside the devices, no metadata on the legs", NULL);
+	dmirror_shutdown(dl_m);
+	dl_drain();
+	check(dmirror_destroy(dl_m) == 0, "clean shutdown, destroyed", NULL);
+
+	/* Reload: the valid log gives the recorded mirror, clean. */
+	fresh = 9;
+	rc = dl_activate(DMIRROR_LOGDEV_SYNC_DEFAULT, &fresh, &why, &ops);
+	check(rc == 0 && fresh == 0, "reload from the valid log", err);
+	if (rc != 0 || dl_m == NULL)
+		return;
+	dmirror_status(dl_m, &st);
+	check(st.regions_in_sync == st.regions && st.leg[1].state == DMIRROR_LEG_IN_SYNC,
+	    "after a clean shutdown: nothing to resync", NULL);
+	dmirror_tick(dl_m); /* the activation's round (new generation) reaches the log */
+	dl_drain();
+	/* The log device fails: writes still reach both legs; the event says so once. */
+	dl_log_eio = 1;
+	dl_write(100, 2, 0x5A, buf);
+	dl_drain();
+	check(dl_done == 1 && dl_err == 0 && dmirror_log_failed(dl_m) == 1 &&
+	    dl_log_failed_events == 1 && dl_leg[0][100 * DL_SS] == 0x5A &&
+	    dl_leg[1][101 * DL_SS] == 0x5A,
+	    "log failure: LOG_FAILED once, writes to every leg go on", NULL);
+	dl_log_eio = 0;
+	dmirror_shutdown(dl_m);
+	dl_drain();
+	check(dmirror_destroy(dl_m) == 0, "destroyed after the log failure", NULL);
+
+	/* Corrupt: both slots carry the magic but a bad checksum. Nothing is written. */
+	{
+		static uint8_t saved[sizeof(dl_log)];
+		memcpy(saved, dl_log, sizeof(dl_log));
+		memcpy(dl_log, "DMIRROR\x01", 8);
+		memcpy(dl_log + 4096, "DMIRROR\x01", 8);
+		dl_log[8] = 1;
+		dl_log[4096 + 8] = 1;
+		dl_log[300] ^= 0xFF;
+		dl_log[4096 + 300] ^= 0xFF;
+		memcpy(saved, dl_log, sizeof(dl_log));
+		dl_m = NULL;
+		rc = dl_activate(DMIRROR_LOGDEV_SYNC_DEFAULT, &fresh, &why, &ops);
+		check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_LOG_UNREADABLE &&
+		    dl_m == NULL && strstr(err, "checksum") != NULL &&
+		    memcmp(saved, dl_log, sizeof(dl_log)) == 0,
+		    "a corrupt log is refused with a reason, nothing written", err);
+	}
+	/* Too small a log device. */
+	{
+		struct dmirror_leg_read lr;
+		struct dmirror_config cfg;
+		static struct dmirror_assembly a;
+		uint64_t legs[2] = { DL_DATA, DL_DATA };
+		memset(&lr, 0, sizeof(lr));
+		memset(dl_log, 0, sizeof(dl_log));
+		lr.slot0 = dl_log;
+		lr.slot0_len = 4096;
+		lr.slot1 = dl_log + 4096;
+		lr.slot1_len = 4096;
+		lr.sectors = 18;
+		lr.sector_size = DL_SS;
+		dmirror_config_default(&cfg, 2, DL_DATA);
+		cfg.region_sectors = DL_REGION;
+		rc = dmirror_assemble_log(&lr, NULL, &cfg, legs, 0,
+		    (const uint8_t *)"dm-disk-log-test", &a, NULL, &why, err, sizeof(err));
+		check(rc == DMIRROR_ENOSPC && why.code == DMIRROR_WHY_LOG_TOO_SMALL &&
+		    why.value == 19, "a log device too small is refused, naming the size needed", err);
+
+		/* A blank start but a dmirror leg's superblock slots at the end: a leg given as
+		 * the log device by mistake, refused rather than overwritten. */
+		{
+			static uint8_t t0[4096], t1[4096];
+			struct dmirror_leg_read tail;
+			memset(&tail, 0, sizeof(tail));
+			memcpy(t1, "DMIRROR\x01", 8);
+			t1[8] = 1;
+			t1[100] = 0x42;
+			tail.slot0 = t0;
+			tail.slot0_len = sizeof(t0);
+			tail.slot1 = t1;
+			tail.slot1_len = sizeof(t1);
+			lr.sectors = DL_LOGSEC;
+			rc = dmirror_assemble_log(&lr, &tail, &cfg, legs, 0,
+			    (const uint8_t *)"dm-disk-log-test", &a, NULL, &why, err, sizeof(err));
+			check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_LOG_IS_A_LEG &&
+			    strstr(err, "leg") != NULL,
+			    "a dmirror leg given as the log device is refused", err);
+			memset(t1, 0, sizeof(t1));
+			rc = dmirror_assemble_log(&lr, &tail, &cfg, legs, 0,
+			    (const uint8_t *)"dm-disk-log-test", &a, NULL, &why, err, sizeof(err));
+			check(rc == 0, "blank start and blank end: a new log", err);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -328,6 +625,7 @@ main(void)
 	status_lines();
 	tampered();
 	messages();
+	disk_log();
 	printf("1..%d\n", checks);
 	if (failures != 0) {
 		printf("# %d of %d checks failed\n", failures, checks);

@@ -42,6 +42,10 @@ _Static_assert(offsetof(struct dmirror_host_ops, log) == 80, "dmirror_host_ops.l
 _Static_assert(sizeof(struct dmirror_assembly) == 3792, "dmirror_assembly");
 _Static_assert(offsetof(struct dmirror_assembly, dirty) == 2256, "dmirror_assembly.dirty");
 _Static_assert(sizeof(struct dmirror_leg_read) == 64, "dmirror_leg_read");
+_Static_assert(sizeof(struct dmirror_identity) == 128, "dmirror_identity");
+_Static_assert(offsetof(struct dmirror_identity, sector_size) == 112, "dmirror_identity.sector_size");
+_Static_assert(offsetof(struct dmirror_identity, leg) == 120, "dmirror_identity.leg");
+_Static_assert(offsetof(struct dmirror_identity, members) == 124, "dmirror_identity.members");
 _Static_assert(sizeof(struct dmirror_why) == 16, "dmirror_why");
 
 #define SECTOR 512u
@@ -486,6 +490,28 @@ assemble_from(struct host *h, const int *devs, int n, const uint64_t *sectors,
 	return dmirror_assemble(r, (uint32_t)n, NULL, a, why, msg, msg_len);
 }
 
+/* What a GEOM taste does with one device: identify it, without assembling it. */
+static int
+identify_dev(struct host *h, int dev, uint64_t sectors, uint32_t ss,
+    struct dmirror_identity *id, struct dmirror_why *why)
+{
+	static const char *names[] = { "leg0", "leg1" };
+	struct dmirror_leg_read r;
+	uint64_t s0, s1, bytes;
+
+	if (dmirror_sb_location(LEG_SECTORS, SECTOR, &s0, &s1, &bytes) != 0)
+		return -1;
+	memset(&r, 0, sizeof(r));
+	r.slot0 = h->leg[dev] + s0 * SECTOR;
+	r.slot0_len = bytes;
+	r.slot1 = h->leg[dev] + s1 * SECTOR;
+	r.slot1_len = bytes;
+	r.sectors = sectors;
+	r.sector_size = ss;
+	r.name = names[dev];
+	return dmirror_identify(&r, id, why);
+}
+
 /* Bring the mirror back from its legs' metadata, as at boot: after a clean shutdown, then after
  * a "crash" (destroyed while idle, without a shutdown: write-intent bits still set on disk). */
 static void
@@ -519,6 +545,39 @@ assembly_phase(struct host *h, struct dmirror_host_ops *ops)
 	    "assemble refuses a device of the wrong size, with the recorded size");
 	printf("# %s\n", msg);
 
+	/* identify: what each device says about itself, refused only when unreadable as a leg */
+	struct dmirror_identity id0, id1;
+	memset(&why, 0xff, sizeof(why));
+	rc = identify_dev(h, 1, LEG_SECTORS, SECTOR, &id1, &why);
+	check(rc == 0 && why.code == DMIRROR_WHY_NONE && id1.leg == 1 && id1.nlegs == NLEGS &&
+	    id1.state == DMIRROR_LEG_IN_SYNC && id1.sector_size == SECTOR &&
+	    id1.data_sectors == DATA_SECTORS && id1.region_sectors == REGION &&
+	    id1.leg_sectors == LEG_SECTORS && id1.clean == 1 && id1.members == 3,
+	    "identify reads leg 1's own view: slot 1, in sync, the mirror's geometry, clean");
+	rc = identify_dev(h, 0, LEG_SECTORS, SECTOR, &id0, &why);
+	check(rc == 0 && id0.leg == 0 && memcmp(id0.mirror_uuid, id1.mirror_uuid, 16) == 0 &&
+	    memcmp(id0.leg_uuid, id1.leg_uuid, 16) != 0 && id0.generation < id1.generation,
+	    "identify reads the failed leg 0 too (same mirror, its own uuid, an older generation): "
+	    "no judgement");
+	rc = identify_dev(h, 1, LEG_SECTORS / 8, 4096, &id1, &why);
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_READ_SECTOR_SIZE &&
+	    why.value == SECTOR && why.leg == 0 && id1.nlegs == 0,
+	    "identify with the wrong sector size names the recorded one (and zeroes out)");
+	rc = identify_dev(h, 1, LEG_SECTORS - 8, SECTOR, &id1, &why);
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_WRONG_SIZE && why.value == LEG_SECTORS,
+	    "identify refuses a device that is not the size it records");
+	blank = calloc(LEG_SECTORS, SECTOR);
+	if (blank == NULL)
+		return;
+	saved = h->leg[0];
+	h->leg[0] = blank;
+	rc = identify_dev(h, 0, LEG_SECTORS, SECTOR, &id0, &why);
+	check(rc == DMIRROR_EINVAL && why.code == DMIRROR_WHY_NO_METADATA && why.leg == 0,
+	    "identify refuses a blank device: no metadata");
+	h->leg[0] = saved;
+	free(blank);
+	check(dmirror_identify(NULL, &id0, &why) == DMIRROR_EINVAL, "identify: NULL read is EINVAL");
+
 	/* clean: legs given in reverse order */
 	int rev[] = { 1, 0 };
 	rc = assemble_from(h, rev, 2, NULL, &a, &why, msg, sizeof(msg));
@@ -550,6 +609,39 @@ assembly_phase(struct host *h, struct dmirror_host_ops *ops)
 		return;
 	}
 	h->m = m;
+	/* Complete only metadata writes and flushes (resync copies stay queued): the first
+	 * metadata round must then record leg 0 as REBUILDING on leg 0 itself. */
+	rc = -1;
+	for (int round = 0; round < 100; round++) {
+		if (dmirror_tick(m) != 0)
+			break;
+		for (int j = 0; j < h->nq;) {
+			struct dmirror_leg_io io = h->q[j];
+			if (io.buf_kind != DMIRROR_BUF_META && io.op != DMIRROR_OP_FLUSH) {
+				j++;
+				continue;
+			}
+			h->q[j] = h->q[--h->nq];
+			if (dmirror_leg_done(m, io.token, perform(h, &io)) != 0)
+				break;
+		}
+		rc = identify_dev(h, 0, LEG_SECTORS, SECTOR, &id0, &why);
+		if (rc == 0 && id0.state == DMIRROR_LEG_REBUILDING)
+			break;
+	}
+	/* Alone, that device assembles into nothing usable (what kept a GEOM taste from
+	 * attaching it); identify reads what it says. */
+	check(rc == 0 && id0.state == DMIRROR_LEG_REBUILDING && id0.rebuild_full == 1 &&
+	    id0.leg == 0 && memcmp(id0.mirror_uuid, a.init.mirror_uuid, 16) == 0 &&
+	    id0.generation > a.init.generation,
+	    "identify: the device being rebuilt says REBUILDING (full) about itself");
+	{
+		static struct dmirror_assembly alone;
+		int only0[] = { 0 };
+		rc = assemble_from(h, only0, 1, NULL, &alone, &why, msg, sizeof(msg));
+		check(rc == DMIRROR_ENXIO && why.code == DMIRROR_WHY_NO_USABLE_LEG,
+		    "assembling the rebuilding device alone finds no usable leg");
+	}
 	check(read_check(h, 0, 512) && read_check(h, 2900, 300) && read_check(h, 4000, 96),
 	    "the assembled mirror returns the data written before");
 	void *block = h->last_block;

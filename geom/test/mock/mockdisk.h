@@ -16,6 +16,7 @@ struct mock_disk {
 	off_t size;
 	volatile int fail_eio;      /* every read/write/flush answers EIO */
 	volatile int candelete;
+	volatile int write_delay_ms; /* every write waits this long before it is performed */
 	volatile long reads, writes, flushes, deletes;
 	struct mtx mtx;
 	struct bio_queue_head q;

@@ -225,8 +225,6 @@ kproc_trampoline(void *p)
 	mock_panic("kernel process returned instead of calling kproc_exit");
 }
 
-int kstack_pages = 4;
-
 int
 kproc_create(void (*fn)(void *), void *arg, struct proc **procp, int flags __unused,
     int pages __unused, const char *fmt __unused, ...)
@@ -1185,6 +1183,8 @@ mock_disk_do(struct mock_disk *d, struct bio *bp)
 			error = EIO;
 			break;
 		}
+		if (bp->bio_cmd == BIO_WRITE && d->write_delay_ms > 0)
+			usleep((useconds_t)d->write_delay_ms * 1000);
 		if (bp->bio_cmd == BIO_READ) {
 			memcpy(bp->bio_data, d->mem + bp->bio_offset, (size_t)bp->bio_length);
 			d->reads++;

@@ -134,7 +134,6 @@ int kproc_create(void (*fn)(void *), void *arg, struct proc **procp, int flags, 
     const char *fmt, ...) __printflike(6, 7);
 void kproc_exit(int code) __dead2;
 extern volatile int mock_live_kprocs;
-extern int kstack_pages; /* the kernel's default stack pages (4 on amd64) */
 
 /* ---- callouts ---- */
 struct callout {

@@ -390,7 +390,17 @@ _ul_restart() {
 ad_fail() {
 	eval "UL_FAULT$1=broken"
 	[ -n "${UL_PID:-}" ] || return 0
-	_ul_restart
+	_ul_restart || return 1
+	# The restarted server writes a new generation to every leg at once; the broken leg fails
+	# there. Wait for that (up to 10 s) so the next step sees the mirror as it settled, not the
+	# instant between assembly and its first metadata write (an `add` then found no free slot).
+	_ul_w=10
+	while [ "$_ul_w" -gt 0 ]; do
+		case $(ad_state "$1") in insync | rebuilding) ;; *) return 0 ;; esac
+		sleep 1
+		_ul_w=$((_ul_w - 1))
+	done
+	return 0
 }
 
 # ad_heal I: the device works again. A leg the mirror still uses is served by its plain path

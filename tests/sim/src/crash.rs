@@ -19,6 +19,8 @@ use dmirror::{Config, Init, LegInit, LegState, LogKind, Rebuild, MAX_LEGS};
 pub fn leg_sectors(cfg: &Config, slack: u64) -> u64 {
     match cfg.log {
         LogKind::Core => cfg.data_sectors,
+        // Disk log: the legs are plain data devices.
+        LogKind::Device => cfg.data_sectors + slack,
         LogKind::OnLegs => {
             let (ss, rs, ds) = (cfg.sector_size, cfg.region_sectors, cfg.data_sectors);
             let mut leg = ds;
@@ -43,9 +45,260 @@ pub fn durable_superblock(sim: &Sim, l: usize) -> Result<Superblock, FormatError
     )
 }
 
-/// Does every leg hold a valid superblock in its durable image?
+/// Does every leg hold a valid superblock in its durable image? (With a disk log: does the log
+/// device?)
 pub fn labelled(sim: &Sim) -> bool {
+    if sim.setup.cfg.log == LogKind::Device {
+        return durable_log_superblock(sim).is_ok();
+    }
     (0..sim.w.legs.len()).all(|l| durable_superblock(sim, l).is_ok())
+}
+
+/// The log device's two superblock slots in `img` (sectors `[0, slot_sectors]`).
+fn log_slots(sim: &Sim, img: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let ss = u64::from(sim.setup.cfg.sector_size);
+    let slot = format::slot_sectors(sim.setup.cfg.sector_size);
+    let len = (slot * ss) as usize;
+    let at = |s: u64| img[(s * ss) as usize..(s * ss) as usize + len].to_vec();
+    (at(0), at(slot))
+}
+
+/// The superblock the log device would show after a power loss that kept nothing cached.
+pub fn durable_log_superblock(sim: &Sim) -> Result<Superblock, FormatError> {
+    let Some(dev) = sim.w.logdev.as_ref() else {
+        return Err(FormatError::Blank);
+    };
+    let (s0, s1) = log_slots(sim, dev.durable_image());
+    format::decode_newest_log(&s0, &s1)
+}
+
+/// Disk log: the write-intent invariant on the crashed legs and log device. Where two legs the
+/// log calls in sync (or rebuilt past the region) hold different data, the region must be marked
+/// in the log's durable write-intent bitmap, or the next activation cannot know to resync it.
+/// Catches data sent to the legs before its mark was durable on the log device.
+pub fn check_log_journal(sim: &mut Sim) {
+    let Some(dev) = sim.w.logdev.as_ref() else {
+        return;
+    };
+    let img = dev.current.clone();
+    let (s0, s1) = log_slots(sim, &img);
+    let sb = match format::decode_newest_log(&s0, &s1) {
+        Ok(sb) => sb,
+        // A new log (the administrator's reload after a log failure) whose label never became
+        // durable: the next reload starts from the in-sync leg again (`reassemble_log`).
+        Err(_) if sim.w.log_replaced => return,
+        Err(e) => {
+            sim.w
+                .fail(format!("after crash: log device unreadable: {e}"));
+            return;
+        }
+    };
+    let ss = sim.setup.cfg.sector_size as usize;
+    let at = sb.bitmap_start as usize * ss;
+    let bitmap = img[at..at + sb.bitmap_sectors as usize * ss].to_vec();
+    let marked = |r: u64| {
+        bitmap
+            .get((r / 8) as usize)
+            .is_some_and(|x| x >> (r % 8) & 1 == 1)
+    };
+    let n = sim.w.legs.len();
+    // A slot whose device was replaced after the log last recorded it holds another device
+    // than the one the log describes (legs carry no identity of their own): the administrator
+    // re-adds it in full (`reassemble_log`), so it is not compared.
+    let same = |l: usize| sb.legs[l].uuid == sim.w.track[l].uuid;
+    let copied = |l: usize, r: u64| {
+        let e = &sb.legs[l];
+        same(l)
+            && (e.state == DiskLegState::InSync
+                || (e.state == DiskLegState::Rebuilding && r < e.checkpoint))
+    };
+    let Some(a) = (0..n).find(|&l| sb.legs[l].state == DiskLegState::InSync && same(l)) else {
+        return;
+    };
+    sim.w.log(|| {
+        format!(
+            "log journal check: gen {} seq {} clean {} legs {:?}",
+            sb.generation,
+            sb.seq,
+            sb.clean,
+            (0..n).map(|l| sb.legs[l].state).collect::<Vec<_>>()
+        )
+    });
+    let region = sim.setup.cfg.region_sectors;
+    for s in 0..sim.setup.cfg.data_sectors {
+        if sim.w.model.possible_ids(s as usize).contains(&pattern::ANY)
+            || sim
+                .w
+                .model
+                .crash_allowed(s as usize)
+                .contains(&pattern::ANY)
+        {
+            continue;
+        }
+        let r = s / region;
+        for b in (0..n).filter(|&b| b != a && copied(b, r)) {
+            if sim.w.legs[a].sector(s) != sim.w.legs[b].sector(s) && !marked(r) {
+                let (x, y) = (
+                    pattern::describe(sim.w.legs[a].sector(s)),
+                    pattern::describe(sim.w.legs[b].sector(s)),
+                );
+                sim.w.fail(format!(
+                    "after crash: legs {a} and {b} (in sync by the log) differ at sector {s} ({x} vs {y}) but region {r} is not marked in the log device's durable write-intent bitmap"
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// Disk log: the starting state after a crash, the way the dm target activates: read the log
+/// device's two slots, `dmirror::logdev::assemble_log` with the table's legs, read the bitmaps it
+/// asks for.
+///
+/// After a log failure the log's marks and leg table may be stale, and the documented recovery
+/// is the administrator's: reload with a new, blank log, the table listing first a leg that was
+/// in sync (lvm2 does this when it converts the mirror's log): a new mirror whose other legs
+/// resync in full from that leg. Modelled here by wiping the log device and starting from the
+/// leg the model knows was in sync and healthy (`crash_source`), as a reordered table would.
+pub fn reassemble_log(sim: &mut Sim) -> Option<InitOwned> {
+    use dmirror::logdev::{assemble_log, LogRead, LogSync, LogTable};
+    let cfg = sim.setup.cfg;
+    let n = usize::from(cfg.legs);
+    let replace = std::mem::take(&mut sim.w.log_failed)
+        || (sim.w.log_replaced && durable_log_superblock(sim).is_err());
+    if replace {
+        if let Some(dev) = sim.w.logdev.as_mut() {
+            let sectors = dev.sectors;
+            *dev = crate::leg::Leg::new(sectors, cfg.sector_size as usize, |_| None);
+        }
+        sim.w.log_replaced = true;
+        sim.w
+            .log(|| "ASSEMBLY (disk log): the log failed; reload with a new log".to_string());
+        return reassemble_without_metadata(sim);
+    }
+    sim.w.log_replaced = false;
+    let Some(dev) = sim.w.logdev.as_ref() else {
+        sim.w
+            .fail("disk log mirror without a log device".to_string());
+        return None;
+    };
+    let img = dev.current.clone();
+    let sectors = dev.sectors;
+    let (s0, s1) = log_slots(sim, &img);
+    let legs = vec![sim.setup.leg_sectors; n];
+    let table = LogTable {
+        leg_sectors: &legs,
+        data_sectors: cfg.data_sectors,
+        region_sectors: cfg.region_sectors,
+        sector_size: cfg.sector_size,
+        sync: LogSync::Default,
+        uuid: mirror_uuid(sim),
+    };
+    let a = match assemble_log(
+        &LogRead {
+            sectors,
+            sector_size: cfg.sector_size,
+            slot0: &s0,
+            slot1: &s1,
+            tail: None,
+        },
+        &table,
+    ) {
+        Ok(a) if a.fresh => {
+            sim.w
+                .fail("after crash: the log device lost its label".to_string());
+            return None;
+        }
+        Ok(a) => a,
+        Err(e) => {
+            sim.w
+                .fail(format!("activation from the log device refused: {e}"));
+            return None;
+        }
+    };
+    // Legs are named by position only: a slot whose device was replaced (dmsetup message add)
+    // after the log last recorded it is described by the log as the old device. The
+    // administrator, who replaced it, activates it in full (dm_target_mirror.4, BUGS).
+    let mut a = a;
+    for k in 0..n {
+        if a.legs[k].uuid != sim.w.track[k].uuid {
+            sim.w.log(|| {
+                format!("ASSEMBLY (disk log): slot {k} holds a replaced device: rebuilt in full")
+            });
+            a.legs[k].state = dmirror::LegState::Rebuilding;
+            a.legs[k].uuid = sim.w.track[k].uuid;
+            a.legs[k].rebuild = dmirror::Rebuild {
+                checkpoint: 0,
+                full: true,
+            };
+            a.tracking_needed &= !(1u32 << k);
+        }
+    }
+    if a.legs[usize::from(a.authoritative)].state != dmirror::LegState::InSync {
+        match (0..n).find(|&k| a.legs[k].state == dmirror::LegState::InSync) {
+            Some(k) => a.authoritative = k as u8,
+            None => {
+                sim.w
+                    .log(|| "ASSEMBLY (disk log): no recorded in-sync leg left".to_string());
+                return reassemble_without_metadata(sim);
+            }
+        }
+    }
+    let ss = cfg.sector_size as usize;
+    let read = |sector: u64, count: u64| -> Vec<u8> {
+        img[sector as usize * ss..(sector + count) as usize * ss].to_vec()
+    };
+    let regions = a.regions();
+    let dirty = a.dirty_read().map(|b| read(b.sector, b.sectors));
+    let mut tracking: Vec<Option<Vec<u8>>> = vec![None; MAX_LEGS];
+    for k in 0..n as u8 {
+        if let Some(b) = a.tracking_read(k) {
+            tracking[usize::from(k)] = Some(read(b.sector, b.sectors));
+        }
+    }
+    for b in dirty.iter().chain(tracking.iter().flatten()) {
+        if let Err(e) = format::check_bitmap(b, regions) {
+            sim.w.fail(format!("log device bitmap rejected: {e:?}"));
+            return None;
+        }
+    }
+    sim.w.log(|| {
+        format!(
+            "ASSEMBLY (disk log): gen {} seq {} authoritative {} clean {} legs {:?} tracking {:#x}",
+            a.generation,
+            a.seq,
+            a.authoritative,
+            a.clean,
+            (0..n)
+                .map(|k| (a.legs[k].state, a.legs[k].rebuild.full))
+                .collect::<Vec<_>>(),
+            a.tracking_needed
+        )
+    });
+    let init = {
+        let mut t: [Option<&[u8]>; MAX_LEGS] = [None; MAX_LEGS];
+        for (d, s) in t.iter_mut().zip(&tracking) {
+            *d = s.as_deref();
+        }
+        a.init(dirty.as_deref(), t)
+    };
+    for k in 0..n {
+        sim.w.track[k].uuid = init.legs[k].uuid;
+    }
+    Some(InitOwned {
+        mirror_uuid: init.mirror_uuid,
+        generation: init.generation,
+        seq: init.seq,
+        authoritative: init.authoritative,
+        legs: init.legs,
+        dirty: init.dirty.map(<[u8]>::to_vec),
+        tracking: init
+            .tracking
+            .iter()
+            .map(|t| t.map(<[u8]>::to_vec))
+            .collect(),
+        name: init.name,
+    })
 }
 
 /// The metadata a crashed leg holds: its newest valid superblock and its write-intent bitmap.
@@ -274,22 +527,37 @@ pub fn crash(sim: &mut Sim) {
     w.log(|| "CRASH".to_string());
     let tokens: Vec<u64> = w.pending.keys().copied().collect();
     let mut inflight: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); w.legs.len()];
+    let mut log_inflight: Vec<(u64, Vec<u8>)> = Vec::new();
     for t in tokens {
         let Some(p) = w.pending.get(&t) else { continue };
         if p.op != dmirror::LegOp::Write {
             continue;
         }
-        let (leg, sector) = (usize::from(p.leg), p.sector);
+        let (leg, sector) = (p.leg, p.sector);
         if let Some(bytes) = w.pending_source(t) {
-            inflight[leg].push((sector, bytes));
+            if leg == dmirror::LOG_DEV {
+                log_inflight.push((sector, bytes));
+            } else {
+                inflight[usize::from(leg)].push((sector, bytes));
+            }
         }
     }
     for (l, writes) in inflight.iter().enumerate() {
         w.legs[l].crash(&mut sim.rng, writes);
         w.legs[l].faults.clear();
     }
+    if let Some(dev) = w.logdev.as_mut() {
+        // The log device loses its cache and in-flight writes like any device; after the
+        // reboot it answers again (a failed log is replaced by the administrator's `sync`
+        // reload, modelled in `reassemble_log`).
+        dev.crash(&mut sim.rng, &log_inflight);
+        dev.faults.clear();
+    }
     if sim.setup.cfg.log == LogKind::OnLegs && sim.metadata {
         check_journal(sim);
+    }
+    if sim.setup.cfg.log == LogKind::Device && sim.metadata && !sim.w.log_failed {
+        check_log_journal(sim);
     }
     let w = &mut sim.w;
     let n = w.cfg.data_sectors as usize;

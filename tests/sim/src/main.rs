@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n                   [--core-mutant early|order|skip-journal|clear-early]   (needs --features core-mutants)\n                   [--calm]   (no faults, no leg control operations)\n                   [--no-meta-check]   (skip the metadata-buffer and blank-superblock checks)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
+        "usage: dmirror-sim --seeds N [--first-seed F] [--crash] [--mutant early|stale|lose-flush]\n                   [--reference | --ref-bug early|order|flush]   (drive the simulator's own reference core)\n                   [--core-mutant early|order|skip-journal|clear-early|log-no-flush]   (needs --features core-mutants)\n                   [--calm]   (no faults, no leg control operations)\n                   [--disk-log]   (dm-mirror's disk log: metadata on a separate log device)\n                   [--no-meta-check]   (skip the metadata-buffer and blank-superblock checks)\n       dmirror-sim --seed S [--crash] [--mutant ...]   (replay one seed with a full trace)"
     );
     ExitCode::from(2)
 }
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                     Some("order") => Some(CoreMutant::NoWriteOrdering),
                     Some("skip-journal") => Some(CoreMutant::SkipJournal),
                     Some("clear-early") => Some(CoreMutant::ClearBeforeFlush),
+                    Some("log-no-flush") => Some(CoreMutant::LogNoFlush),
                     _ => return usage(),
                 };
             }
@@ -61,6 +62,11 @@ fn main() -> ExitCode {
             }
             "--no-meta-check" => {
                 opts.no_meta_check = true;
+                i += 1;
+                continue;
+            }
+            "--disk-log" => {
+                opts.disk_log = true;
                 i += 1;
                 continue;
             }

@@ -23,6 +23,9 @@ pub struct Opts {
     pub core_mutant: Option<CoreMutant>,
     /// No faults and no leg control operations: only I/O, ticks and crashes.
     pub calm: bool,
+    /// dm-mirror's `disk` log: legs carry only data, metadata on a separate log device
+    /// (`LogKind::Device`), which gets its own faults (a failing log device).
+    pub disk_log: bool,
 }
 
 /// The dmirror core's own plantable bugs (`dmirror::Mutant`, feature `core-mutants`).
@@ -36,6 +39,8 @@ pub enum CoreMutant {
     SkipJournal,
     /// Write-intent bits cleared without the data flush first.
     ClearBeforeFlush,
+    /// Disk log: a log-device round counts as durable before its flush (data overtakes the mark).
+    LogNoFlush,
 }
 
 #[cfg(feature = "core-mutants")]
@@ -45,6 +50,7 @@ fn plant(m: &mut Mirror<'_>, _: &mut World, mutant: CoreMutant) {
         CoreMutant::NoWriteOrdering => dmirror::Mutant::NoWriteOrdering,
         CoreMutant::SkipJournal => dmirror::Mutant::SkipJournal,
         CoreMutant::ClearBeforeFlush => dmirror::Mutant::ClearBeforeFlush,
+        CoreMutant::LogNoFlush => dmirror::Mutant::LogNoFlush,
     });
 }
 
@@ -120,7 +126,9 @@ pub fn setup(seed: u64, rng: &mut Rng, opts: &Opts) -> Setup {
         rng.range(u64::from(cfg.resync.chunk_sectors), 4 * region)
     };
     cfg.resync.checkpoint_regions = rng.range(1, 8) as u32;
-    cfg.log = if opts.crash {
+    cfg.log = if opts.disk_log {
+        LogKind::Device
+    } else if opts.crash {
         LogKind::OnLegs
     } else {
         LogKind::Core
@@ -237,6 +245,27 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
     );
     let mut w = w;
     w.meta_check = !opts.no_meta_check;
+    if cfg.log == LogKind::Device {
+        // The log device: blank, or holding what another program left there (no dmirror
+        // magic: the activation takes it as unlabelled), with room to spare or exactly the size.
+        let need = dmirror::format::log_device_sectors(
+            cfg.sector_size,
+            cfg.region_sectors,
+            cfg.data_sectors,
+            cfg.legs,
+        )
+        .unwrap_or(64);
+        let sectors = need
+            + if rng.chance(1, 2) {
+                0
+            } else {
+                rng.range(1, 16)
+            };
+        let junk = rng.chance(1, 3);
+        w.logdev = Some(Leg::new(sectors, ss, move |s| {
+            junk.then_some(pattern::junk(7) ^ s)
+        }));
+    }
     let mut sim = Sim {
         w,
         rng: rng.fork(),
@@ -255,6 +284,8 @@ pub fn run(seed: u64, opts: &Opts) -> Outcome {
         let end = {
             let init_owned = if phase == 0 {
                 crash::fresh(&sim)
+            } else if sim.metadata && cfg.log == LogKind::Device {
+                crash::reassemble_log(&mut sim)
             } else if sim.metadata {
                 crash::reassemble(&mut sim)
             } else {
@@ -481,6 +512,19 @@ impl Sim {
             ));
             return;
         }
+        if self.setup.cfg.log == LogKind::Device {
+            // Disk log: the log device says clean (unless it failed: then nothing can be said,
+            // and the next activation resyncs in full).
+            if !self.w.log_failed {
+                match crash::durable_log_superblock(self) {
+                    Ok(sb) if sb.clean => {}
+                    other => self.w.fail(format!(
+                        "after ShutdownDone the log device's durable superblock is not clean: {other:?}"
+                    )),
+                }
+            }
+            return;
+        }
         for l in 0..self.w.legs.len() {
             match crash::durable_superblock(self, l) {
                 Ok(sb) if sb.clean => {}
@@ -571,6 +615,30 @@ impl Sim {
                 self.w.log(|| format!("fault: leg {l} healed"));
                 self.readd(core, l, &st);
             }
+            return;
+        }
+        if self.w.logdev.is_some() && self.rng.chance(1, 20) {
+            // The disk log device fails: its next flush, or every write from now on.
+            self.w.stats.faults += 1;
+            let flush = self.rng.chance(1, 2);
+            if let Some(dev) = self.w.logdev.as_mut() {
+                if flush {
+                    dev.faults.flush_fail = true;
+                } else {
+                    dev.faults.write_err.iter_mut().for_each(|b| *b = true);
+                    dev.faults.sectors = true;
+                }
+            }
+            self.w.log(|| {
+                format!(
+                    "fault: log device {}",
+                    if flush {
+                        "next flush fails"
+                    } else {
+                        "write errors"
+                    }
+                )
+            });
             return;
         }
         let Some(l) = self.victim(&st) else { return };

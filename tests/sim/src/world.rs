@@ -127,6 +127,14 @@ pub struct World {
     pub shutdown_done: bool,
     /// The last token delivered (replayed as a stale completion now and then).
     pub last_delivered: Option<u64>,
+    /// The disk log device (`LogKind::Device`): the core's `LOG_DEV` I/O goes here.
+    pub logdev: Option<Leg>,
+    /// `Event::LogFailed` arrived: the core may now fail writes that depend on a leg-state change
+    /// it could not record, and the next assembly must resync in full (`sync`).
+    pub log_failed: bool,
+    /// The administrator replaced a failed log with a new, blank one (see
+    /// `crash::reassemble_log`); until that log holds a label, another reload does the same.
+    pub log_replaced: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -195,6 +203,9 @@ impl World {
             meta_check: true,
             shutdown_done: false,
             last_delivered: None,
+            logdev: None,
+            log_failed: false,
+            log_replaced: false,
             cfg,
         }
     }
@@ -426,6 +437,10 @@ impl World {
             return;
         };
         self.now += 1;
+        if p.leg == dmirror::LOG_DEV {
+            self.deliver_log(core, token, p);
+            return;
+        }
         let leg = p.leg as usize;
         let now = self.now;
         let parent = match p.buf {
@@ -570,6 +585,53 @@ impl World {
         self.log(|| {
             format!(
                 "done  t{token} leg{leg} {:?} {}+{} -> {result:?}",
+                p.op, p.sector, p.count
+            )
+        });
+        self.calls += 1;
+        self.last_delivered = Some(token);
+        core.leg_done(self, Token(token), result);
+    }
+
+    /// Complete an I/O to the disk log device (metadata writes and flushes only).
+    fn deliver_log<C: Core<World>>(&mut self, core: &mut C, token: u64, p: Pending) {
+        let now = self.now;
+        let data = self.source_bytes(&p);
+        if let (true, Buf::Meta { ptr, bytes }) = (self.meta_check, &p.buf) {
+            // SAFETY: the core promises the slice stays valid and unchanged until completion.
+            let now_bytes = unsafe { std::slice::from_raw_parts(*ptr, bytes.len()) };
+            if now_bytes != &bytes[..] {
+                self.fail(format!(
+                    "log metadata buffer of t{token} changed before its write completed"
+                ));
+            }
+        }
+        let Some(dev) = self.logdev.as_mut() else {
+            self.fail(format!("t{token} to the log device, but there is none"));
+            return;
+        };
+        let result = match p.op {
+            LegOp::Write => {
+                let r = dev.write_result(p.sector, p.count);
+                if r.is_ok() {
+                    if let Some(d) = data {
+                        dev.write(p.sector, &d, p.fua, 0, now);
+                    }
+                }
+                r
+            }
+            LegOp::Flush => {
+                let r = dev.flush_result();
+                if r.is_ok() {
+                    dev.flush_done(p.mark);
+                }
+                r
+            }
+            _ => Err(IoError::Io),
+        };
+        self.log(|| {
+            format!(
+                "done  t{token} log {:?} {}+{} -> {result:?}",
                 p.op, p.sector, p.count
             )
         });
@@ -819,6 +881,9 @@ impl World {
                     }
                 }
             }
+            // The disk log failed: a write that depends on a leg-state change it could not record
+            // fails (docs: devlog.rs), whatever the legs' health.
+            Err(_) if self.log_failed => {}
             Err(e) => {
                 if let Some(l) = self.trusted_throughout(since) {
                     self.fail(format!(
@@ -853,6 +918,7 @@ impl World {
                     self.model.flush_durable(&snap, since);
                 }
             }
+            Err(_) if self.log_failed => {}
             Err(e) => {
                 if let Some(l) = self.trusted_throughout(since) {
                     self.fail(format!(
@@ -907,6 +973,10 @@ impl Host for World {
         });
         if self.pending.contains_key(&t) {
             self.fail(format!("token t{t} reused while in flight"));
+            return;
+        }
+        if io.leg == dmirror::LOG_DEV {
+            self.issue_log(io);
             return;
         }
         let leg = usize::from(io.leg);
@@ -1052,6 +1122,76 @@ impl Host for World {
     }
 
     fn complete(&mut self, handle: ParentHandle, result: IoResult) {
+        self.complete_parent(handle, result)
+    }
+
+    fn event(&mut self, event: Event) {
+        self.on_event(event)
+    }
+}
+
+impl World {
+    /// An I/O to the disk log device: only metadata writes (within the log device, never a blank
+    /// superblock slot) and flushes, and only with a disk log.
+    fn issue_log(&mut self, io: &LegIo<'_>) {
+        let t = io.token.0;
+        let ss = self.ss as u64;
+        let Some((dev_sectors, flush_mark)) =
+            self.logdev.as_ref().map(|d| (d.sectors, d.flush_mark()))
+        else {
+            self.fail(format!(
+                "I/O t{t} to the log device of a mirror without one"
+            ));
+            return;
+        };
+        let buf = match (io.op, io.buf) {
+            (LegOp::Flush, BufRef::None) => Buf::None,
+            (LegOp::Write, BufRef::Meta(m))
+                if m.len() as u64 == u64::from(io.count) * ss
+                    && io.count > 0
+                    && io.sector + u64::from(io.count) <= dev_sectors =>
+            {
+                self.stats.meta_writes += 1;
+                let slot = dmirror::format::slot_sectors(self.cfg.sector_size);
+                if self.meta_check
+                    && (io.sector == 0 || io.sector == slot)
+                    && m.iter().all(|&b| b == 0)
+                {
+                    self.fail(format!(
+                        "t{t}: log device superblock slot at sector {} written with all zeros",
+                        io.sector
+                    ));
+                }
+                Buf::Meta {
+                    ptr: m.as_ptr(),
+                    bytes: m.to_vec(),
+                }
+            }
+            _ => {
+                self.fail(format!(
+                    "log device {:?} t{t} {}+{} with {:?}: only metadata writes and flushes belong there",
+                    io.op, io.sector, io.count, io.buf
+                ));
+                return;
+            }
+        };
+        let mark = if io.op == LegOp::Flush { flush_mark } else { 0 };
+        self.pending.insert(
+            t,
+            Pending {
+                leg: io.leg,
+                op: io.op,
+                sector: io.sector,
+                count: io.count,
+                fua: io.fua,
+                buf,
+                mark,
+                swallowed: false,
+            },
+        );
+    }
+
+    fn complete_parent(&mut self, handle: ParentHandle, result: IoResult) {
         self.now += 1;
         self.stats.host_calls += 1;
         self.log(|| format!("complete h{handle} -> {result:?}"));
@@ -1101,7 +1241,7 @@ impl Host for World {
         self.retry = true;
     }
 
-    fn event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) {
         self.stats.host_calls += 1;
         self.log(|| format!("event {event:?}"));
         match event {
@@ -1117,6 +1257,12 @@ impl Host for World {
             }
             Event::Ready => self.retry = true,
             Event::ShutdownDone => self.shutdown_done = true,
+            Event::LogFailed { .. } => {
+                if self.logdev.is_none() {
+                    self.fail("LogFailed from a mirror without a log device".to_string());
+                }
+                self.log_failed = true;
+            }
             _ => {}
         }
     }

@@ -127,6 +127,50 @@ fn dmirror_catches_a_leg_that_loses_flushed_writes() {
     );
 }
 
+// ----- the dmirror core with a disk log (dm-mirror's `disk`: metadata on a separate device) ------
+
+fn disk_log(crash: bool) -> Opts {
+    Opts {
+        disk_log: true,
+        ..opts(Backend::Dmirror, crash, None)
+    }
+}
+
+#[test]
+fn dmirror_disk_log_1000_seeds() {
+    assert_all_pass(0..1000, &disk_log(false));
+}
+
+/// Crashes, torn and lost writes on the legs and on the log device, reassembly from the log
+/// device (`dmirror::logdev::assemble_log`), the log journal check, log-device failures.
+#[test]
+fn dmirror_disk_log_1000_crash_seeds() {
+    assert_all_pass(0..1000, &disk_log(true));
+}
+
+#[test]
+fn dmirror_disk_log_500_calm_crash_seeds() {
+    assert_all_pass(
+        0..500,
+        &Opts {
+            calm: true,
+            ..disk_log(true)
+        },
+    );
+}
+
+#[test]
+fn dmirror_disk_log_catches_a_leg_that_loses_flushed_writes() {
+    assert_caught(
+        0..120,
+        &disk_log(true),
+        &Opts {
+            mutant: Some(Mutant::LoseFlushedWrite),
+            ..disk_log(true)
+        },
+    );
+}
+
 // ----- the simulator itself, against its reference core ------------------------------------------
 
 #[test]
@@ -227,6 +271,51 @@ mod core_mutants {
             0..400,
             &opts(Backend::Dmirror, true, None),
             &planted(true, CoreMutant::SkipJournal),
+        );
+    }
+
+    fn planted_disk_log(m: CoreMutant) -> Opts {
+        Opts {
+            disk_log: true,
+            ..planted(true, m)
+        }
+    }
+
+    fn disk_log_crash() -> Opts {
+        Opts {
+            disk_log: true,
+            ..opts(Backend::Dmirror, true, None)
+        }
+    }
+
+    /// Disk log: data sent to the legs before the region's mark is durable on the log device.
+    #[test]
+    fn disk_log_catches_a_skipped_journal() {
+        assert_caught(
+            0..300,
+            &disk_log_crash(),
+            &planted_disk_log(CoreMutant::SkipJournal),
+        );
+    }
+
+    /// Disk log: a log round counted durable before the log device's flush.
+    #[test]
+    fn disk_log_catches_a_mark_not_flushed_on_the_log_device() {
+        assert_caught(
+            0..300,
+            &disk_log_crash(),
+            &planted_disk_log(CoreMutant::LogNoFlush),
+        );
+    }
+
+    /// Disk log: bits cleared before the legs' data flush (the log device's own flush does not
+    /// make the legs' data durable).
+    #[test]
+    fn disk_log_catches_bits_cleared_before_the_data_flush() {
+        assert_caught(
+            0..300,
+            &disk_log_crash(),
+            &planted_disk_log(CoreMutant::ClearBeforeFlush),
         );
     }
 
