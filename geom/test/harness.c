@@ -116,6 +116,8 @@ ctl_run(struct ctl *c)
 
 	g_topology_lock();
 	g_dmirror_class.ctlreq(&c->req, &g_dmirror_class, verb);
+	/* What GEOM's event thread does next: retastes queued by closes, posted events. */
+	mock_run_events();
 	g_topology_unlock();
 	return (c->req.nerror ? c->req.error : "");
 }
@@ -819,6 +821,54 @@ main(void)
 			    first, full);
 			err = ctl_simple("stop", "m4", NULL, NULL);
 			check(err[0] == '\0', "stop m4: \"%s\"", err);
+		}
+	}
+
+	/*
+	 * A leg that failed (I/O errors) and then went away is not taken back when its device is
+	 * tasted again: only rebuild/insert give it back (found in a real FreeBSD kernel, where
+	 * it rejoined at once).
+	 */
+	{
+		struct mock_disk *d8 = mock_disk_create("md8", DISK_BYTES, SS);
+		struct mock_disk *d9 = mock_disk_create("md9", DISK_BYTES, SS);
+		struct mock_disk *d10;
+		struct g_provider *p5;
+
+		err = ctl_simple("label", "m5", "md8", "md9");
+		check(err[0] == '\0' && wait_xml("m5", "<State>COMPLETE</State>", 20000),
+		    "label m5 md8 md9, in sync: \"%s\"", err);
+		p5 = mirror_provider("m5");
+		if (p5 != NULL) {
+			msize = p5->mediasize;
+			memcpy(model, d8->mem, (size_t)msize);
+			d9->fail_eio = 1;
+			check(random_writes(p5, 10) == 0 &&
+			    wait_xml("m5", "<Slot1>FAILED md9</Slot1>", 10000),
+			    "writes succeed, md9 FAILED");
+			d9->fail_eio = 0;
+			mock_disk_orphan(d9);
+			check(wait_xml("m5", "<Slot1>FAILED -</Slot1>", 10000),
+			    "md9 gone: its slot stays FAILED");
+			/* The same device back (its contents, under another name). */
+			d10 = mock_disk_create("md10", DISK_BYTES, SS);
+			memcpy(d10->mem, d9->mem, DISK_BYTES);
+			g_topology_lock();
+			(void)g_dmirror_class.taste(&g_dmirror_class, d10->pp, 0);
+			mock_run_events();
+			g_topology_unlock();
+			usleep(500000);
+			check(wait_xml("m5", "<Slot1>FAILED -</Slot1>", 2000),
+			    "the failed leg's device tasted again: not taken back");
+			g_topology_lock();
+			mock_run_events();
+			check(LIST_EMPTY(&d10->pp->consumers), "nothing of dmirror stays attached to it");
+			g_topology_unlock();
+			err = ctl_simple("insert", "m5", "md10", NULL);
+			check(err[0] == '\0' && wait_xml("m5", "<State>COMPLETE</State>", 20000) &&
+			    disk_matches(d10), "insert gives it back, rebuilt in full: \"%s\"", err);
+			err = ctl_simple("stop", "m5", NULL, NULL);
+			check(err[0] == '\0', "stop m5: \"%s\"", err);
 		}
 	}
 

@@ -341,6 +341,13 @@ dry_pvh() {
 	[ -n "$(sed -n '/^boot: qemu-system-x86_64 -M microvm.* -kernel .*kernel.*virtio-blk-device,drive=root.*virtio-blk-device,drive=payload/p' "$W/dry")" ]
 }
 check "vm/run --dry-run --kernel: a PVH boot with qemu -M microvm -kernel" dry_pvh
+dry_dmtest() {
+	TMPDIR=$W sh "$RUN" --kernel "$W/kernel" --dmtest --module "$W/geom_dmirror.ko" --no-kvm --dry-run >"$W/dry" 2>&1 || return 1
+	[ -n "$(sed -n '/^init: .* --target=x86_64-unknown-freebsd15 .*tests\/vm\/dmtest.c$/p' "$W/dry")" ] &&
+		[ -n "$(sed -n '/^boot: qemu-system-x86_64 -M microvm,rtc=on,acpi=off .*-kernel .*kernel .*dmtest.phase=1.*drive=root.*drive=leg1.*drive=leg2$/p' "$W/dry")" ] &&
+		[ -n "$(sed -n '/^boot: the same with dmtest.phase=2/p' "$W/dry")" ]
+}
+check "vm/run --dry-run --dmtest: dmtest.c as init, two boots over two leg disks" dry_dmtest
 dry_bhyve() {
 	TMPDIR=$W sh "$RUN" --hypervisor bhyve --os netbsd --uefi /fw/BHYVE_UEFI.fd --image "$W/NetBSD-10.1-amd64.img" --module "$W/dm_target_mirror.kmod" --dry-run >"$W/dry" 2>&1 || return 1
 	[ -n "$(sed -n '/^boot: bhyve .*-l bootrom,\/fw\/BHYVE_UEFI.fd .*virtio-blk,.*payload.tar,ro .*-l com1,\/dev\/nmdm/p' "$W/dry")" ] &&
@@ -382,7 +389,9 @@ check "vm/run --replay: a failed scenario fails the run" replay_bad
 replay_cut() {
 	printf 'DMIRROR-BEGIN os=FreeBSD\r\nDMIRROR: pass a\r\npanic: oops\r\n' >"$W/cut.log"
 	sh "$RUN" --replay "$W/cut.log" >"$W/rep" && return 1
-	[ "$(tail -n 1 "$W/rep")" = "1 passed, 1 failed" ]
+	# the panic and the missing end, each a failure
+	grep -qx 'FAIL guest: kernel panic: oops' "$W/rep" &&
+		[ "$(tail -n 1 "$W/rep")" = "1 passed, 2 failed" ]
 }
 check "vm/run --replay: a guest that never finishes fails the run" replay_cut
 replay_err() {

@@ -585,6 +585,73 @@ g_detach(struct g_consumer *cp)
 	cp->provider = NULL;
 }
 
+/* ---- the GEOM event queue (run by mock_run_events(), as the g_event thread would) ---- */
+struct mock_event {
+	g_event_t *fn; /* NULL: retaste pp */
+	void *arg;
+	struct mock_event *next;
+};
+static struct mock_event *mock_ev_head, **mock_ev_tail = &mock_ev_head;
+
+static void
+mock_post(g_event_t *fn, void *arg)
+{
+	struct mock_event *e = (calloc)(1, sizeof(*e));
+
+	e->fn = fn;
+	e->arg = arg;
+	*mock_ev_tail = e;
+	mock_ev_tail = &e->next;
+}
+
+int
+g_post_event(g_event_t *fn, void *arg, int flag __unused, ...)
+{
+	mock_post(fn, arg);
+	return (0);
+}
+
+extern struct g_class *mock_classes[];
+
+/* GEOM's retaste of a provider: every class that has no (live) consumer on it tastes it. */
+static void
+mock_retaste(struct g_provider *pp)
+{
+	struct g_consumer *cp;
+
+	if (pp->flags & G_PF_WITHER)
+		return;
+	for (int i = 0; mock_classes[i] != NULL; i++) {
+		struct g_class *mp = mock_classes[i];
+
+		if (mp->taste == NULL)
+			continue;
+		LIST_FOREACH(cp, &pp->consumers, consumers)
+			if (cp->geom->class == mp && !(cp->flags & G_CF_ORPHAN))
+				break;
+		if (cp == NULL)
+			mp->taste(mp, pp, 0);
+	}
+}
+
+void
+mock_run_events(void)
+{
+	struct mock_event *e;
+
+	g_topology_assert();
+	while ((e = mock_ev_head) != NULL) {
+		mock_ev_head = e->next;
+		if (mock_ev_head == NULL)
+			mock_ev_tail = &mock_ev_head;
+		if (e->fn != NULL)
+			e->fn(e->arg, 0);
+		else
+			mock_retaste(e->arg);
+		(free)(e);
+	}
+}
+
 int
 g_access(struct g_consumer *cp, int dcr, int dcw, int dce)
 {
@@ -616,6 +683,10 @@ g_access(struct g_consumer *cp, int dcr, int dcw, int dce)
 	} else if (pp->geom->access != NULL) {
 		pp->geom->access(pp, dcr, dcw, dce);
 	}
+	/* As GEOM does: closing the last writer of a provider queues a retaste of it. */
+	if (pp->acw != 0 && pp->acw == -dcw && pp->error == 0 &&
+	    !(pp->geom->flags & G_GEOM_WITHER))
+		mock_post(NULL, pp);
 	pp->acr += dcr;
 	pp->acw += dcw;
 	pp->ace += dce;
@@ -952,12 +1023,21 @@ gctl_get_param_flags(struct gctl_req *req, const char *param, int flags, int *le
 }
 
 void *
+gctl_get_param(struct gctl_req *req, const char *param, int *len)
+{
+	return (gctl_get_param_flags(req, param, GCTL_PARAM_RD, len));
+}
+
+void *
 gctl_get_paraml_opt(struct gctl_req *req, const char *param, int len)
 {
 	int l;
 	void *p = gctl_get_param_flags(req, param, GCTL_PARAM_RD, &l);
 
-	if (p != NULL && l != len) {
+	if (p == NULL)
+		l = -1;
+	/* As FreeBSD 15.0's: an absent parameter is reported as one of the wrong length. */
+	if (p == NULL || l != len) {
 		gctl_error(req, "Wrong length %s argument.", param);
 		return (NULL);
 	}

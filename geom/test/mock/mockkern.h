@@ -341,6 +341,11 @@ struct gctl_req {
 	int nerror;
 };
 void *gctl_get_param_flags(struct gctl_req *req, const char *param, int flags, int *len);
+void *gctl_get_param(struct gctl_req *req, const char *param, int *len);
+typedef void g_event_t(void *, int);
+#define EV_CANCEL 1
+int g_post_event(g_event_t *fn, void *arg, int flag, ...);
+void mock_run_events(void); /* run queued GEOM events (retastes, g_post_event) now */
 void *gctl_get_paraml(struct gctl_req *req, const char *param, int len);
 void *gctl_get_paraml_opt(struct gctl_req *req, const char *param, int len);
 const char *gctl_get_asciiparam(struct gctl_req *req, const char *param);

@@ -21,7 +21,7 @@
 #               STATE one of INSYNC/ACTIVE, REBUILDING/SYNCHRONIZING, FAILED, MISSING
 #   FB_DIRTY_RE a line "Dirty regions: N" in `geom dmirror list NAME`
 #   FB_CKPT_RE  a line "Rebuild checkpoint: N" (regions) in `geom dmirror dump PROVIDER`
-#   label takes -r REGION_SIZE (bytes); configure takes -b POLICY, with "-b prefer -p PROVIDER"
+#   label takes -r REGION_SIZE (bytes); configure takes -b POLICY, with "-b prefer:PROVIDER"
 #   a degraded mirror starts after kern.geom.dmirror.timeout seconds (set to FB_TIMEOUT here)
 #   FB_THROTTLE_ON/OFF  commands that slow the resync down and restore it (default: none)
 
@@ -323,7 +323,7 @@ ad_remove() {
 ad_policy() { # NAME [LEG]
 	_fb_need_up || return 1
 	case $1 in
-	prefer) _fb_run geom dmirror configure -b prefer -p "$(_fb_prov "${2:-0}")" "$FB_NAME" ;;
+	prefer) _fb_run geom dmirror configure -b "prefer:$(_fb_prov "${2:-0}")" "$FB_NAME" ;;
 	round-robin | load | split) _fb_run geom dmirror configure -b "$1" "$FB_NAME" ;;
 	*) return 2 ;;
 	esac
