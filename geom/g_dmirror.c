@@ -237,6 +237,7 @@ struct g_dmirror_softc {
 	struct bio_queue_head sc_pending;   /* parents not yet accepted by the core */
 	struct bio_queue_head sc_synthq;    /* made-up completions */
 	int sc_busy;                        /* the core said EBUSY: wait for READY/completion */
+	u_int sc_by_request;                /* leg + 1 while the class itself takes it out */
 	int sc_shutdown_done;
 	int sc_stop_deadline;               /* ticks */
 	int sc_flush_wait;                  /* label: the first flush is in flight */
@@ -1047,6 +1048,9 @@ g_dmirror_cb_event(void *ctx, const struct dmirror_event *ev)
 			DM_LOG(sc, "leg %u (%s) is missing (error %d); writes are tracked for an "
 			    "incremental rejoin", ev->leg, g_dmirror_legname(sc, ev->leg),
 			    ev->error);
+		else if (sc->sc_by_request == ev->leg + 1)
+			DM_LOG(sc, "leg %u (%s) taken out for a rebuild, as requested",
+			    ev->leg, g_dmirror_legname(sc, ev->leg));
 		else
 			DM_LOG(sc, "leg %u (%s) failed (error %d); it needs a full rebuild",
 			    ev->leg, g_dmirror_legname(sc, ev->leg), ev->error);
@@ -1558,7 +1562,10 @@ attach_undo:
 		if (r->stage == 0) {
 			st = g_dmirror_core_legstate(sc, r->leg);
 			if (st == DMIRROR_LEG_IN_SYNC || st == DMIRROR_LEG_REBUILDING) {
+				/* Its LEG_FAILED event arrives inside this call: say why. */
+				sc->sc_by_request = r->leg + 1;
 				rc = dmirror_fail_leg(sc->sc_m, r->leg);
+				sc->sc_by_request = 0;
 				if (rc != 0) {
 					snprintf(r->msg, sizeof(r->msg),
 					    "%s: cannot rebuild leg %u: %s", sc->sc_name, r->leg,

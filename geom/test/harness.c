@@ -479,6 +479,14 @@ main(void)
 	    "target (%ld)", d1->flushes - fl_before);
 	err = ctl_simple("rebuild", "m0", "md3", NULL);
 	check(strstr(err, "not a leg") != NULL, "rebuild of a non-leg refused: \"%s\"", err);
+	/* rebuild of a leg that is in sync: taken out by request, copied again in full */
+	fl_before = d1->flushes;
+	err = ctl_simple("rebuild", "m0", "md1", NULL);
+	check(err[0] == '\0', "rebuild m0 md1 while it is in sync: \"%s\"", err);
+	check(wait_xml("m0", "<State>COMPLETE</State>", 20000) && d1->flushes > fl_before + 1,
+	    "the in-sync leg was copied again and is back IN_SYNC (%ld flushes)",
+	    d1->flushes - fl_before);
+	check(disk_matches(d1), "it still holds the mirror's data");
 
 	/* allocation failures: every 3rd child bio cannot be had */
 	mock_new_bio_fail_every = 3;

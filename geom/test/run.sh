@@ -22,4 +22,14 @@ trap 'rm -rf "$OUT"' EXIT
 	-o "$OUT/harness" \
 	"$ROOT/geom/test/harness.c" "$ROOT/geom/test/mock/mockkern.c" "$ROOT/geom/g_dmirror.c" \
 	"$LIB" -ldl -lm
-ASAN_OPTIONS=detect_leaks=1 "$OUT/harness"
+rc=0
+ASAN_OPTIONS=detect_leaks=1 "$OUT/harness" >"$OUT/log" 2>&1 || rc=$?
+cat "$OUT/log"
+# The class's console messages, checked here (the harness's checks cannot see its printf).
+if grep -q "m0: leg 1 (md1) taken out for a rebuild, as requested" "$OUT/log"; then
+	echo "ok - console: a requested rebuild of an in-sync leg is not reported as an I/O error"
+else
+	echo "not ok - console: a requested rebuild of an in-sync leg is not reported as an I/O error"
+	rc=1
+fi
+exit "$rc"
