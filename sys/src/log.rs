@@ -127,6 +127,12 @@ pub(crate) struct Log<'a> {
     pub(crate) sb_bytes: usize,
     pub(crate) round: u64,
     pub(crate) completed: u64,
+    /// Intent bits cleared in memory whose cleared image no round has staged yet, and those
+    /// staged by round `clears_round` (not on disk until that round completes): status counts
+    /// them as dirty, so "0 dirty regions" means a crash now resyncs nothing.
+    clears_unstaged: u64,
+    clears_staged: u64,
+    clears_round: u64,
     pub(crate) in_flight: bool,
     /// Legs taking part in the round in flight, and those still owing it writes or a flush.
     pub(crate) part: u32,
@@ -236,6 +242,9 @@ impl<'a> Log<'a> {
             sb_bytes,
             round: 0,
             completed: 0,
+            clears_unstaged: 0,
+            clears_staged: 0,
+            clears_round: 0,
             in_flight: false,
             part: 0,
             pending: [0; MAX_LEGS],
@@ -537,6 +546,15 @@ impl<'a> Log<'a> {
             a = chunk_end;
         }
         self.nitems = n;
+        // Every dirty area sector was staged: the clears made so far reach the disk with this
+        // round.
+        if self.clears_unstaged != 0 {
+            if self.completed >= self.clears_round {
+                self.clears_staged = 0;
+            }
+            self.clears_staged += core::mem::take(&mut self.clears_unstaged);
+            self.clears_round = round;
+        }
         n
     }
 
@@ -599,6 +617,9 @@ impl<'a> Log<'a> {
                 let r = i as u64 * 64 + b;
                 if Bits::new(self.intent, self.regions).clear(r) {
                     self.dirty_area(self.intent_sector(r));
+                    if self.persistent {
+                        self.clears_unstaged += 1;
+                    }
                 }
             }
         }
@@ -624,8 +645,16 @@ impl<'a> Log<'a> {
         self.apply_clears();
     }
 
+    /// Regions a crash now could leave marked on disk: the intent bits set in memory, and those
+    /// cleared in memory whose cleared bitmap is not durable yet.
     pub(crate) fn dirty_regions(&self) -> u64 {
-        self.intent.iter().map(|w| u64::from(w.count_ones())).sum()
+        let set: u64 = self.intent.iter().map(|w| u64::from(w.count_ones())).sum();
+        let staged = if self.completed >= self.clears_round {
+            0
+        } else {
+            self.clears_staged
+        };
+        set + self.clears_unstaged + staged
     }
 }
 

@@ -635,6 +635,40 @@ fn journal_before_data_and_group_commit() {
 }
 
 #[test]
+fn zero_dirty_regions_means_the_cleared_bitmap_is_durable() {
+    // A host waiting for "0 dirty regions" before it pulls the plug must find nothing to resync.
+    let mut h = TestHost::new(2, 2048, 512);
+    let (c, ls) = persistent_setup(&mut h);
+    mirror!(m, mem, c, Init::fresh(2, ls, true));
+    h.run(&mut m);
+    write(&mut h, &mut m, 1, 0, 4, 1);
+    h.run(&mut m);
+    assert_eq!(m.status().dirty_regions, 1);
+    let mut seen_zero = false;
+    for _ in 0..8 {
+        m.tick(&mut h);
+        // Complete the metadata I/O one at a time, looking at the status in between.
+        loop {
+            let meta_pending = h
+                .pending
+                .iter()
+                .any(|(io, _)| matches!(io.buf, BufRef::Meta(_)) || io.op == LegOp::Flush);
+            if m.status().dirty_regions == 0 {
+                seen_zero = true;
+                assert!(
+                    !meta_pending,
+                    "0 dirty regions while the bitmap write is in flight"
+                );
+            }
+            if !h.step(&mut m, false) {
+                break;
+            }
+        }
+    }
+    assert!(seen_zero, "the region was never cleared");
+}
+
+#[test]
 fn bits_clear_after_idle_period_with_flush_first() {
     let mut h = TestHost::new(2, 2048, 512);
     let (c, ls) = persistent_setup(&mut h);

@@ -346,7 +346,8 @@ pub struct Status {
     pub regions: u64,
     /// Regions in sync on every active leg.
     pub regions_in_sync: u64,
-    /// Regions whose write-intent bit is set.
+    /// Regions whose write-intent bit is set, in memory or still on disk (a cleared bit counts
+    /// until the bitmap that clears it is durable): what a crash now would resync.
     pub dirty_regions: u64,
     pub inflight_parents: u32,
     pub inflight_leg_ios: u32,
