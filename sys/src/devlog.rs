@@ -171,7 +171,7 @@ impl<'a> Mirror<'a> {
         if gate_round {
             // The data of the regions about to be cleared must be durable on the legs.
             for k in 0..self.cfg.legs {
-                if self.leg_state(k).is_active() && self.dev_leg_flush(host, round, k) {
+                if self.leg_state(k).is_active() && self.issue_meta_flush(host, k) {
                     self.log.dev.legs_left += 1;
                 }
             }
@@ -227,28 +227,6 @@ impl<'a> Mirror<'a> {
         true
     }
 
-    fn dev_leg_flush<H: Host>(&mut self, host: &mut H, round: u64, k: u8) -> bool {
-        let Some(li) = self.alloc_lio(NIL, Role::MetaFlush, k) else {
-            return false;
-        };
-        if let Some(l) = self.lios.get_mut(li as usize) {
-            l.round = round;
-        }
-        self.log.meta_inflight += 1;
-        self.counters.meta_flushes += 1;
-        let token = self.token(li);
-        host.issue(&LegIo {
-            token,
-            leg: k,
-            op: LegOp::Flush,
-            sector: 0,
-            count: 0,
-            fua: false,
-            buf: BufRef::None,
-        });
-        true
-    }
-
     /// The round is done when its log writes and flush, and its leg flushes, all completed.
     fn dev_maybe_done(&mut self) {
         let d = &self.log.dev;
@@ -258,25 +236,8 @@ impl<'a> Mirror<'a> {
     }
 
     fn dev_writes_done<H: Host>(&mut self, host: &mut H) {
-        if self.log.round_flush {
-            if let Some(li) = self.alloc_lio(NIL, Role::MetaFlush, LOG_DEV) {
-                if let Some(l) = self.lios.get_mut(li as usize) {
-                    l.round = self.log.round;
-                }
-                self.log.meta_inflight += 1;
-                self.counters.meta_flushes += 1;
-                let token = self.token(li);
-                host.issue(&LegIo {
-                    token,
-                    leg: LOG_DEV,
-                    op: LegOp::Flush,
-                    sector: 0,
-                    count: 0,
-                    fua: false,
-                    buf: BufRef::None,
-                });
-                return;
-            }
+        if self.log.round_flush && self.issue_meta_flush(host, LOG_DEV) {
+            return;
         }
         self.log.dev.flushed = true;
         self.dev_maybe_done();

@@ -1124,14 +1124,24 @@ pub fn decode_newest_into(
     slot1: &[u8],
     out: &mut Superblock,
 ) -> Result<(), FormatError> {
-    let s0 = Superblock::decode_into(slot0, out).map(|()| out.seq);
-    let s1 = Superblock::decode_into(slot1, out).map(|()| out.seq);
+    newest_with(slot0, slot1, out, Superblock::decode_into)
+}
+
+/// The slot rule of [`newest`] with `decode` as the decoder (a leg's or a log device's).
+fn newest_with(
+    slot0: &[u8],
+    slot1: &[u8],
+    out: &mut Superblock,
+    decode: fn(&[u8], &mut Superblock) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    let s0 = decode(slot0, out).map(|()| out.seq);
+    let s1 = decode(slot1, out).map(|()| out.seq);
     let slot1_ok = s1.is_ok();
     match pick_slot(s0, s1)? {
-        0 => Superblock::decode_into(slot0, out),
+        0 => decode(slot0, out),
         // `out` holds slot 1 already (decoded last, and it decoded).
         _ if slot1_ok => Ok(()),
-        _ => Superblock::decode_into(slot1, out),
+        _ => decode(slot1, out),
     }
 }
 
@@ -1148,14 +1158,7 @@ pub fn decode_newest_log_into(
     slot1: &[u8],
     out: &mut Superblock,
 ) -> Result<(), FormatError> {
-    let s0 = Superblock::decode_log_into(slot0, out).map(|()| out.seq);
-    let s1 = Superblock::decode_log_into(slot1, out).map(|()| out.seq);
-    let slot1_ok = s1.is_ok();
-    match pick_slot(s0, s1)? {
-        0 => Superblock::decode_log_into(slot0, out),
-        _ if slot1_ok => Ok(()),
-        _ => Superblock::decode_log_into(slot1, out),
-    }
+    newest_with(slot0, slot1, out, Superblock::decode_log_into)
 }
 
 /// The `leg_index` value that marks a disk log device's superblock (never a leg's: a leg's index

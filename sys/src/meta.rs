@@ -205,27 +205,34 @@ impl<'a> Mirror<'a> {
     }
 
     fn meta_writes_done<H: Host>(&mut self, host: &mut H, k: u8) {
-        if self.log.round_flush {
-            if let Some(li) = self.alloc_lio(NIL, Role::MetaFlush, k) {
-                if let Some(l) = self.lios.get_mut(li as usize) {
-                    l.round = self.log.round;
-                }
-                self.log.meta_inflight += 1;
-                self.counters.meta_flushes += 1;
-                let token = self.token(li);
-                host.issue(&LegIo {
-                    token,
-                    leg: k,
-                    op: LegOp::Flush,
-                    sector: 0,
-                    count: 0,
-                    fua: false,
-                    buf: BufRef::None,
-                });
-                return;
-            }
+        if self.log.round_flush && self.issue_meta_flush(host, k) {
+            return;
         }
         self.leg_round_done(k);
+    }
+
+    /// The round's flush of leg `k` (or of the log device, `LOG_DEV`). False if no leg-I/O slot
+    /// was free: the round then goes on without it, as before flushes were counted per round.
+    pub(crate) fn issue_meta_flush<H: Host>(&mut self, host: &mut H, k: u8) -> bool {
+        let Some(li) = self.alloc_lio(NIL, Role::MetaFlush, k) else {
+            return false;
+        };
+        if let Some(l) = self.lios.get_mut(li as usize) {
+            l.round = self.log.round;
+        }
+        self.log.meta_inflight += 1;
+        self.counters.meta_flushes += 1;
+        let token = self.token(li);
+        host.issue(&LegIo {
+            token,
+            leg: k,
+            op: LegOp::Flush,
+            sector: 0,
+            count: 0,
+            fua: false,
+            buf: BufRef::None,
+        });
+        true
     }
 
     fn leg_round_done(&mut self, k: u8) {
