@@ -524,6 +524,25 @@ pub(crate) struct CBuf<'a> {
     pub(crate) n: usize,
 }
 
+impl CBuf<'_> {
+    /// The C buffer `msg` of `msg_len` bytes (NULL or 0: text is dropped), emptied ("").
+    ///
+    /// # Safety
+    /// `msg` is NULL or valid for `msg_len` writable bytes for the returned lifetime.
+    pub(crate) unsafe fn from_c<'b>(msg: *mut c_char, msg_len: u64) -> CBuf<'b> {
+        let mut text = CBuf { buf: &mut [], n: 0 };
+        if !msg.is_null() && msg_len > 0 {
+            let len = usize::try_from(msg_len)
+                .unwrap_or(usize::MAX)
+                .min(isize::MAX as usize);
+            // SAFETY: as the caller promised.
+            text.buf = unsafe { core::slice::from_raw_parts_mut(msg.cast::<u8>(), len) };
+            let _ = core::fmt::Write::write_str(&mut text, "");
+        }
+        text
+    }
+}
+
 impl core::fmt::Write for CBuf<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         let room = self.buf.len().saturating_sub(1);
@@ -566,15 +585,8 @@ pub unsafe extern "C" fn dmirror_assemble(
     msg_len: u64,
 ) -> c_int {
     set_why(why, DMIRROR_WHY_NONE, 0);
-    let mut text = CBuf { buf: &mut [], n: 0 };
-    if !msg.is_null() && msg_len > 0 {
-        let len = usize::try_from(msg_len)
-            .unwrap_or(usize::MAX)
-            .min(isize::MAX as usize);
-        // SAFETY: the caller gives `msg_len` writable bytes.
-        text.buf = unsafe { core::slice::from_raw_parts_mut(msg.cast::<u8>(), len) };
-        let _ = core::fmt::Write::write_str(&mut text, "");
-    }
+    // SAFETY: the caller gives `msg_len` writable bytes at `msg` (or NULL).
+    let mut text = unsafe { CBuf::from_c(msg, msg_len) };
     let n = nreads as usize;
     if reads.is_null() || !reads.is_aligned() || out.is_null() || !out.is_aligned() {
         return DMIRROR_EINVAL;

@@ -86,15 +86,8 @@ pub unsafe extern "C" fn dmirror_assemble_log(
     msg_len: u64,
 ) -> c_int {
     set_why(why, DMIRROR_WHY_NONE, 0);
-    let mut text = CBuf { buf: &mut [], n: 0 };
-    if !msg.is_null() && msg_len > 0 {
-        let len = usize::try_from(msg_len)
-            .unwrap_or(usize::MAX)
-            .min(isize::MAX as usize);
-        // SAFETY: the caller gives `msg_len` writable bytes.
-        text.buf = unsafe { core::slice::from_raw_parts_mut(msg.cast::<u8>(), len) };
-        let _ = core::fmt::Write::write_str(&mut text, "");
-    }
+    // SAFETY: the caller gives `msg_len` writable bytes at `msg` (or NULL).
+    let mut text = unsafe { CBuf::from_c(msg, msg_len) };
     if out.is_null() || !out.is_aligned() || uuid.is_null() {
         return DMIRROR_EINVAL;
     }
