@@ -292,6 +292,9 @@ impl<'a> Mirror<'a> {
                 self.log.gate = Some(self.log.round + 1);
             }
         }
+        if self.shutdown == Shutdown::No {
+            self.promote_rebuilt(host);
+        }
         self.pump(host);
     }
 

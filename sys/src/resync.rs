@@ -377,18 +377,39 @@ impl<'a> Mirror<'a> {
         });
         if self.log.out_of_sync(k) == 0 {
             if self.leg_state(k) == LegState::Rebuilding {
-                self.generation += 1;
-                let g = self.generation;
-                if let Some(l) = self.legs.get_mut(usize::from(k)) {
-                    l.state = LegState::InSync;
-                    l.resync.checkpoint = 0;
-                    l.resync.full = false;
-                    l.since = g;
-                }
-                self.log.request_super();
-                self.rescan = true;
+                self.rebuilt(k);
             }
             host.event(Event::LegInSync { leg: k });
+        }
+    }
+
+    /// Leg `k`'s rebuild has nothing left to copy: it is in sync, under a new generation.
+    fn rebuilt(&mut self, k: u8) {
+        self.generation += 1;
+        let g = self.generation;
+        if let Some(l) = self.legs.get_mut(usize::from(k)) {
+            l.state = LegState::InSync;
+            l.resync.checkpoint = 0;
+            l.resync.full = false;
+            l.since = g;
+        }
+        self.log.request_super();
+        self.rescan = true;
+    }
+
+    /// A rebuilding leg with no region to copy and no copy in flight is in sync. Assembly can
+    /// start one so (a stale leg whose tracking bitmap is empty: nothing was written while it was
+    /// away); the copy engine only ever visits legs with regions to copy, so the tick sweeps.
+    pub(crate) fn promote_rebuilt<H: Host>(&mut self, host: &mut H) {
+        for k in 0..self.cfg.legs {
+            let idle = self
+                .legs
+                .get(usize::from(k))
+                .is_some_and(|l| l.state == LegState::Rebuilding && l.resync.out == 0);
+            if idle && self.log.out_of_sync(k) == 0 {
+                self.rebuilt(k);
+                host.event(Event::LegInSync { leg: k });
+            }
         }
     }
 }

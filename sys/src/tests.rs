@@ -450,6 +450,26 @@ fn new_leg_full_resync_while_writes_go_on() {
 }
 
 #[test]
+fn a_rebuilding_leg_with_nothing_to_copy_comes_in_sync_at_the_next_tick() {
+    // Assembly starts a stale leg whose tracking bitmap is empty as rebuilding (incremental):
+    // the copy engine has nothing to visit, so without the tick's sweep it stayed rebuilding.
+    let mut h = TestHost::new(3, 256, 512);
+    let mut init = Init::fresh(3, 256, true);
+    init.legs[2].state = LegState::Rebuilding;
+    init.legs[2].rebuild = Rebuild {
+        checkpoint: 0,
+        full: false,
+    };
+    mirror!(m, mem, cfg(3, 256, LogKind::Core), init);
+    h.run(&mut m);
+    assert_eq!(m.status().leg[2].state, LegState::Rebuilding);
+    m.tick(&mut h);
+    h.run(&mut m);
+    assert_eq!(m.status().leg[2].state, LegState::InSync);
+    assert!(h.events.contains(&Event::LegInSync { leg: 2 }));
+}
+
+#[test]
 fn reads_avoid_a_leg_not_in_sync() {
     let mut h = TestHost::new(2, 256, 512);
     let mut init = Init::fresh(2, 256, false);
