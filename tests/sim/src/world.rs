@@ -66,6 +66,8 @@ pub struct Pending {
     pub mark: u64,
     /// Never delivered (EarlyCompletion mutant).
     pub swallowed: bool,
+    /// When it was issued (`now`).
+    pub issued_at: u64,
 }
 
 /// What the model knows about a leg slot beyond its data.
@@ -556,8 +558,14 @@ impl World {
                 }
             }
         };
+        // An error obliges the core to take the leg out only if the I/O was issued to the leg
+        // as it is now: one issued before the leg last left service belongs to its previous
+        // time in the mirror (a re-added leg is rebuilt, and the core ignores such errors).
+        let current = self.track[leg].left_at.is_none_or(|l| l < p.issued_at);
         match (p.op, result) {
-            (_, Err(IoError::Gone)) | (LegOp::Write | LegOp::Flush, Err(IoError::Io)) => {
+            (_, Err(IoError::Gone)) | (LegOp::Write | LegOp::Flush, Err(IoError::Io))
+                if current =>
+            {
                 self.track[leg].must_be_out = true
             }
             _ => {}
@@ -1117,6 +1125,7 @@ impl Host for World {
                 buf,
                 mark,
                 swallowed: false,
+                issued_at: self.now,
             },
         );
     }
@@ -1187,6 +1196,7 @@ impl World {
                 buf,
                 mark,
                 swallowed: false,
+                issued_at: self.now,
             },
         );
     }
