@@ -325,7 +325,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------- 6. the VM runner
-touch "$W/FreeBSD-15.0-RELEASE-amd64.raw" "$W/geom_dmirror.ko" "$W/kernel" "$W/NetBSD-10.1-amd64.img" "$W/dm_target_mirror.kmod"
+touch "$W/FreeBSD-15.0-RELEASE-amd64.raw" "$W/root.iso" "$W/geom_dmirror.ko" "$W/kernel" "$W/NetBSD-10.1-amd64.img" "$W/dm_target_mirror.kmod"
 RUN=$TOP/tests/vm/run
 dry_qemu() {
 	TMPDIR=$W sh "$RUN" --hypervisor qemu --image "$W/FreeBSD-15.0-RELEASE-amd64.raw" --module "$W/geom_dmirror.ko" --dry-run >"$W/dry" 2>&1 || return 1
@@ -341,6 +341,13 @@ dry_pvh() {
 	[ -n "$(sed -n '/^boot: qemu-system-x86_64 -M microvm.* -kernel .*kernel.*virtio-blk-device,drive=root.*virtio-blk-device,drive=payload/p' "$W/dry")" ]
 }
 check "vm/run --dry-run --kernel: a PVH boot with qemu -M microvm -kernel" dry_pvh
+dry_pvh_iso() {
+	TMPDIR=$W sh "$RUN" --kernel "$W/kernel" --image "$W/root.iso" --os freebsd --module "$W/geom_dmirror.ko" --no-kvm --autorun --scenarios "sizes split-brain" --dry-run >"$W/dry" 2>&1 || return 1
+	[ -n "$(sed -n "/^boot: qemu-system-x86_64 -M microvm,rtc=on,acpi=off .*-cpu 'qemu64,vendor=GenuineIntel,model-id=Intel(R) CPU @ 2.00GHz' .*-kernel .*kernel -append 'vfs.root.mountfrom=cd9660:\/dev\/vtbd0 debug.debugger_on_panic=0 .*drive=root.*drive=payload/p" "$W/dry")" ] &&
+		[ -n "$(sed -n '/^  scenarios$/p' "$W/dry")" ] &&
+		[ -n "$(sed -n "/^console: (the guest's rc runs guest.sh)/p" "$W/dry")" ]
+}
+check "vm/run --dry-run --kernel --image ROOT.iso --autorun: cd9660 root, no ACPI, scenarios in the payload" dry_pvh_iso
 dry_dmtest() {
 	TMPDIR=$W sh "$RUN" --kernel "$W/kernel" --dmtest --module "$W/geom_dmirror.ko" --no-kvm --dry-run >"$W/dry" 2>&1 || return 1
 	[ -n "$(sed -n '/^init: .* --target=x86_64-unknown-freebsd15 .*tests\/vm\/dmtest.c$/p' "$W/dry")" ] &&
@@ -378,6 +385,17 @@ pass insert-later
 2 passed, 0 failed" ]
 }
 check "guest.sh runs the suite and vm/run --replay reports it (fake adapter, this machine)" guest_e2e
+guest_list() {
+	g=$W/guest
+	# An rc runs guest.sh with no arguments: the payload's scenarios file picks the scenarios.
+	echo "split-brain" >"$g/scenarios" || return 1
+	SC_TMP=$W sh "$g/tests/vm/guest.sh" --adapter fake --no-poweroff | sed 's/$/\r/' >"$W/console.log"
+	rm -f "$g/scenarios"
+	sh "$RUN" --replay "$W/console.log" >"$W/rep" || return 1
+	[ "$(cat "$W/rep")" = "pass split-brain
+1 passed, 0 failed" ]
+}
+check "guest.sh without --scenarios runs the payload's scenarios list" guest_list
 replay_bad() {
 	printf 'boot noise\r\nDMIRROR-BEGIN os=FreeBSD\r\nDMIRROR: pass a\r\nDMIRROR: FAIL b (exit 1)\r\nDMIRROR:     not ok 3 - x\r\nDMIRROR: 1 passed, 1 failed\r\nDMIRROR-END 1\r\n' >"$W/bad.log"
 	sh "$RUN" --replay "$W/bad.log" >"$W/rep" && return 1

@@ -9,6 +9,7 @@
 #                                    dm_target_mirror.kmod (NetBSD)
 #   payload/lib/geom_dmirror.so      geom(8)'s class library (FreeBSD)
 #   payload/dmirror-payload          marker
+#   payload/scenarios                the scenarios to run when no --scenarios is given (optional)
 # A guest's rc (or the runner, typing at the console) unpacks it and runs this:
 #   mkdir -p /tmp/dmirror-vm && cd /tmp/dmirror-vm && tar -xf /dev/vtbd1 && sh tests/vm/guest.sh
 #
@@ -36,6 +37,12 @@ while [ $# -gt 0 ]; do
 done
 
 os=$(uname -s 2>/dev/null)
+# A FreeBSD derivative may name itself otherwise (kern.ostype; "Irid" for one FreeBSD 15 fork):
+# GEOM's control device makes it a FreeBSD kernel for what this script and the adapter need.
+case $os in
+FreeBSD | DragonFly | NetBSD) ;;
+*) [ -c /dev/geom.ctl ] && os=FreeBSD ;;
+esac
 status=1
 
 finish() {
@@ -58,6 +65,10 @@ error() {
 echo "DMIRROR-BEGIN os=$os payload=$root"
 [ -f "$root/dmirror-payload" ] || error "no payload marker in $root: was the archive unpacked here?"
 [ -f "$root/tests/scenarios/run.sh" ] || error "the payload holds no tests/scenarios/run.sh"
+# Without --scenarios (an image's rc runs this with no arguments): the payload's list, if any.
+if [ -z "$scenarios" ] && [ -f "$root/scenarios" ]; then
+	scenarios=$(cat "$root/scenarios")
+fi
 
 # Load the module the kernel needs, from the payload (a module already loaded is fine).
 case $os in

@@ -17,19 +17,22 @@
 #
 # What this adapter assumes of the class beyond issue 5's text (to be checked against it; each
 # is a variable below):
-#   FB_STATUS   `geom dmirror status -s NAME` prints each leg as "PROVIDER (STATE[, N%])" with
-#               STATE one of INSYNC/ACTIVE, REBUILDING/SYNCHRONIZING, FAILED, MISSING
-#   FB_DIRTY_RE a line "Dirty regions: N" in `geom dmirror list NAME`
-#   FB_CKPT_RE  a line "Rebuild checkpoint: N" (regions) in `geom dmirror dump PROVIDER`
+#   `geom dmirror status -s NAME` prints each leg as "PROVIDER (STATE[, N%])" with STATE one of
+#               IN_SYNC, REBUILDING, FAILED, JOINING, STARTING (the class's dumpconf; a
+#               missing leg has no consumer and is not listed)
+#   a line "DirtyRegions: N" and one "MetaWrites: N" in `geom dmirror list NAME`
+#   "checkpoint region N" in `geom dmirror dump PROVIDER` for a rebuilding leg
 #   label takes -r REGION_SIZE (bytes); configure takes -b POLICY, with "-b prefer:PROVIDER"
 #   a degraded mirror starts after kern.geom.dmirror.timeout seconds (set to FB_TIMEOUT here)
-#   FB_THROTTLE_ON/OFF  commands that slow the resync down and restore it (default: none)
+#   ad_throttle delays every write to the legs' gnops by FB_THROTTLE_MS (gnop -d/-x); or
+#   FB_THROTTLE_ON/OFF, commands that slow the resync down and restore it
 
 FB_UNIT0=${FB_UNIT0:-40}
 FB_NAME=${FB_NAME:-scmirror}
 FB_TIMEOUT=${FB_TIMEOUT:-3}
 FB_WAIT=${FB_WAIT:-60}
 FB_PAD_KIB=1024
+FB_SPARE_SLOTS=${FB_SPARE_SLOTS:-1}
 
 _fb() {
 	[ "${SC_VERBOSE:-0}" = 1 ] && echo "freebsd: $*" >&2
@@ -152,9 +155,9 @@ ad_state() {
 	_fb_need_up || return 1
 	_fb_p=$(_fb_prov "$1")
 	_fb_s=$(geom dmirror status -s "$FB_NAME" 2>/dev/null |
-		sed -n "s/.*$(echo "$_fb_p" | sed 's/\./\\./g') (\([A-Za-z-]*\).*/\1/p" | head -n 1)
+		sed -n "s/.*$(echo "$_fb_p" | sed 's/\./\\./g') (\([A-Za-z_-]*\).*/\1/p" | head -n 1)
 	case $_fb_s in
-	INSYNC | IN-SYNC | ACTIVE) echo insync ;;
+	IN_SYNC | INSYNC | ACTIVE) echo insync ;;
 	REBUILDING | SYNCHRONIZING | RESYNC*) echo rebuilding ;;
 	FAILED | BROKEN) echo failed ;;
 	MISSING) echo missing ;;
@@ -189,12 +192,18 @@ ad_wait_sync() {
 	done
 }
 
+# The log is clean on disk when no region is dirty in memory and the metadata writes have
+# stopped: a region's clear reaches the disk with a later metadata write.
 ad_settle() {
 	_fb_need_up || return 1
 	_fb_ws=${1:-$FB_WAIT}
+	_fb_mw0=
 	while :; do
-		_fb_d=$(geom dmirror list "$FB_NAME" 2>/dev/null | sed -n 's/.*Dirty regions: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
-		[ "$_fb_d" = 0 ] && return 0
+		_fb_l=$(geom dmirror list "$FB_NAME" 2>/dev/null)
+		_fb_d=$(echo "$_fb_l" | sed -n 's/^ *DirtyRegions: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+		_fb_mw=$(echo "$_fb_l" | sed -n 's/^ *MetaWrites: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+		[ "$_fb_d" = 0 ] && [ -n "$_fb_mw" ] && [ "$_fb_mw" = "$_fb_mw0" ] && return 0
+		_fb_mw0=$_fb_mw
 		[ "$_fb_ws" -le 0 ] && return 1
 		sleep 1
 		_fb_ws=$((_fb_ws - 1))
@@ -217,15 +226,39 @@ ad_wait_progress() { # I REGIONS [SECS]
 ad_checkpoint() {
 	_fb_attach "$1" || return 1
 	_fb_c=$(geom dmirror dump "$(_fb_prov "$1")" 2>/dev/null |
-		sed -n 's/.*Rebuild checkpoint: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+		sed -n 's/.*checkpoint region *\([0-9][0-9]*\).*/\1/p' | head -n 1)
 	[ -n "$_fb_c" ] || return 1
 	echo "$_fb_c"
 }
 
+# Slowing the resync down: every write to a leg's gnop waits FB_THROTTLE_MS (gnop's write
+# delay; the resync's writes go to the leg being rebuilt). A gnop created afterwards (ad_start,
+# ad_return) has no delay. FB_THROTTLE_ON/OFF replace this with commands of your own.
+FB_THROTTLE_MS=${FB_THROTTLE_MS:-200}
+
+_fb_gnops() {
+	_fb_provs=
+	_fb_i=0
+	while [ $_fb_i -lt "$FB_NLEGS" ]; do
+		[ -c "/dev/$(_fb_prov $_fb_i)" ] && _fb_provs="$_fb_provs $(_fb_prov $_fb_i)"
+		_fb_i=$((_fb_i + 1))
+	done
+	echo "$_fb_provs"
+}
+
 ad_throttle() {
 	case $1 in
-	on) [ -n "${FB_THROTTLE_ON:-}" ] || return 2; eval "$FB_THROTTLE_ON" ;;
-	off) [ -n "${FB_THROTTLE_OFF:-}" ] || return 2; eval "$FB_THROTTLE_OFF" ;;
+	on)
+		if [ -n "${FB_THROTTLE_ON:-}" ]; then eval "$FB_THROTTLE_ON"; return; fi
+		# shellcheck disable=SC2046 # a list of provider names
+		_fb_run gnop configure -d "$FB_THROTTLE_MS" -x 100 $(_fb_gnops)
+		;;
+	off)
+		if [ -n "${FB_THROTTLE_OFF:-}" ]; then eval "$FB_THROTTLE_OFF"; return; fi
+		_fb_p=$(_fb_gnops)
+		# shellcheck disable=SC2086 # a list of provider names
+		[ -z "$_fb_p" ] || _fb_run gnop configure -x 0 $_fb_p
+		;;
 	*) return 1 ;;
 	esac
 }
@@ -238,8 +271,14 @@ ad_label() {
 		_fb_provs="$_fb_provs $(_fb_prov "$_fb_l")"
 		eval "FB_IN$_fb_l=1"
 	done
+	# Spare slots (FB_SPARE_SLOTS): the class gives a new leg an empty slot, or the slot of a
+	# failed or missing leg it no longer holds open. A leg whose device fails but that it has
+	# not failed yet (no I/O since) keeps its slot: without a spare one, inserting a leg then
+	# (resync-read-error-3) finds "no free slot".
+	_fb_slots=$(($# + FB_SPARE_SLOTS))
+	[ $_fb_slots -lt 2 ] && _fb_slots=2
 	# shellcheck disable=SC2086
-	_fb_run geom dmirror label -v -r $((SC_REGION_KIB * 1024)) "$FB_NAME" $_fb_provs || return 1
+	_fb_run geom dmirror label -v -r $((SC_REGION_KIB * 1024)) -s $_fb_slots "$FB_NAME" $_fb_provs || return 1
 	_fb_wait_dev appear "$FB_WAIT"
 }
 
@@ -307,9 +346,15 @@ ad_return() {
 	sleep 1
 }
 
+# A leg the class holds as FAILED is still one of its legs: `insert` refuses it ("already a
+# leg"), `rebuild` gives it back in full.
 ad_insert() {
 	_fb_need_up || return 1
 	_fb_attach "$1" || return 1
+	if [ "$(_fb_get "FB_IN$1")" = 1 ] && [ "$(ad_state "$1")" = failed ]; then
+		_fb_run geom dmirror rebuild "$FB_NAME" "$(_fb_prov "$1")"
+		return
+	fi
 	eval "FB_IN$1=1"
 	_fb_run geom dmirror insert "$FB_NAME" "$(_fb_prov "$1")"
 }
