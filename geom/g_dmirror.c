@@ -238,6 +238,9 @@ struct g_dmirror_softc {
 	struct bio_queue_head sc_synthq;    /* made-up completions */
 	int sc_busy;                        /* the core said EBUSY: wait for READY/completion */
 	u_int sc_by_request;                /* leg + 1 while the class itself takes it out */
+	/* Resync stalls are logged once until the leg's resync moves on (worker only): */
+	uint32_t sc_stall_quiet;            /* legs whose next stall is not logged */
+	uint64_t sc_stall_done[DMIRROR_MAX_LEGS]; /* resync progress last seen before it */
 	int sc_shutdown_done;
 	int sc_stop_deadline;               /* ticks */
 	int sc_flush_wait;                  /* label: the first flush is in flight */
@@ -1037,6 +1040,16 @@ g_dmirror_legname(struct g_dmirror_softc *sc, u_int k)
 	return (cp->provider->name);
 }
 
+/* A leg's resync starts over (it left, or it is in sync): its next stall is news again. */
+static void
+g_dmirror_stall_reset(struct g_dmirror_softc *sc, uint32_t leg)
+{
+	if (leg < DMIRROR_MAX_LEGS) {
+		sc->sc_stall_quiet &= ~(1u << leg);
+		sc->sc_stall_done[leg] = 0;
+	}
+}
+
 static void
 g_dmirror_cb_event(void *ctx, const struct dmirror_event *ev)
 {
@@ -1044,6 +1057,7 @@ g_dmirror_cb_event(void *ctx, const struct dmirror_event *ev)
 
 	switch (ev->kind) {
 	case DMIRROR_EV_LEG_FAILED:
+		g_dmirror_stall_reset(sc, ev->leg);
 		if (ev->state == DMIRROR_LEG_MISSING)
 			DM_LOG(sc, "leg %u (%s) is missing (error %d); writes are tracked for an "
 			    "incremental rejoin", ev->leg, g_dmirror_legname(sc, ev->leg),
@@ -1058,13 +1072,27 @@ g_dmirror_cb_event(void *ctx, const struct dmirror_event *ev)
 	case DMIRROR_EV_RESYNC_PROGRESS:
 		DM_DEBUG(sc, "leg %u: resync %ju/%ju sectors", ev->leg, (uintmax_t)ev->done,
 		    (uintmax_t)ev->total);
+		if (ev->leg < DMIRROR_MAX_LEGS) {
+			/* A stalled chunk reports the same progress: only more copied sectors
+			 * count as moving on. */
+			if (ev->done > sc->sc_stall_done[ev->leg])
+				sc->sc_stall_quiet &= ~(1u << ev->leg);
+			if ((sc->sc_stall_quiet & (1u << ev->leg)) == 0)
+				sc->sc_stall_done[ev->leg] = ev->done;
+		}
 		break;
 	case DMIRROR_EV_LEG_IN_SYNC:
 		DM_LOG(sc, "leg %u (%s) is in sync", ev->leg, g_dmirror_legname(sc, ev->leg));
+		g_dmirror_stall_reset(sc, ev->leg);
 		break;
 	case DMIRROR_EV_RESYNC_STALLED:
-		DM_LOG(sc, "resync of leg %u stalled at sector %ju: no leg could be read there",
-		    ev->leg, (uintmax_t)ev->sector);
+		/* Once per chunk while no source can be read: say it once until the resync moves. */
+		if (ev->leg >= DMIRROR_MAX_LEGS || (sc->sc_stall_quiet & (1u << ev->leg)) != 0)
+			break;
+		sc->sc_stall_quiet |= 1u << ev->leg;
+		DM_LOG(sc, "resync of leg %u stalled at sector %ju: no leg could be read there "
+		    "(retried; not logged again until it moves on)", ev->leg,
+		    (uintmax_t)ev->sector);
 		break;
 	case DMIRROR_EV_REPAIRED:
 		DM_LOG(sc, "leg %u: rewrote %ju sectors at %ju after a read error", ev->leg,
