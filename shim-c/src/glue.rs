@@ -1210,22 +1210,36 @@ pub unsafe extern "C" fn dmirror_add_leg(
     }
 }
 
+/// A control operation on one leg slot: ENOENT for a slot number out of range, else the
+/// operation's answer as an errno.
+///
+/// # Safety
+/// `m` from `dmirror_create`, not destroyed.
+unsafe fn leg_control(
+    m: *mut dmirror,
+    leg: u32,
+    op: fn(&mut Mirror<'static>, &mut GlueHost, u8) -> Result<(), ::dmirror::ControlError>,
+) -> c_int {
+    let Some(leg) = leg_index(leg) else {
+        return DMIRROR_ENOENT;
+    };
+    // SAFETY: caller's contract.
+    unsafe {
+        with_mirror(m, |mir, host| match op(mir, host, leg) {
+            Ok(()) => 0,
+            Err(e) => control_error(e),
+        })
+    }
+}
+
 /// See dmirror.h.
 ///
 /// # Safety
 /// `m` from `dmirror_create`, not destroyed.
 #[no_mangle]
 pub unsafe extern "C" fn dmirror_leg_gone(m: *mut dmirror, leg: u32) -> c_int {
-    let Some(leg) = leg_index(leg) else {
-        return DMIRROR_ENOENT;
-    };
-    // SAFETY: caller's contract.
-    unsafe {
-        with_mirror(m, |mir, host| match mir.leg_gone(host, leg) {
-            Ok(()) => 0,
-            Err(e) => control_error(e),
-        })
-    }
+    // SAFETY: forwarded.
+    unsafe { leg_control(m, leg, Mirror::leg_gone) }
 }
 
 /// See dmirror.h.
@@ -1234,16 +1248,8 @@ pub unsafe extern "C" fn dmirror_leg_gone(m: *mut dmirror, leg: u32) -> c_int {
 /// `m` from `dmirror_create`, not destroyed.
 #[no_mangle]
 pub unsafe extern "C" fn dmirror_fail_leg(m: *mut dmirror, leg: u32) -> c_int {
-    let Some(leg) = leg_index(leg) else {
-        return DMIRROR_ENOENT;
-    };
-    // SAFETY: caller's contract.
-    unsafe {
-        with_mirror(m, |mir, host| match mir.fail_leg(host, leg) {
-            Ok(()) => 0,
-            Err(e) => control_error(e),
-        })
-    }
+    // SAFETY: forwarded.
+    unsafe { leg_control(m, leg, Mirror::fail_leg) }
 }
 
 /// See dmirror.h.
@@ -1252,16 +1258,8 @@ pub unsafe extern "C" fn dmirror_fail_leg(m: *mut dmirror, leg: u32) -> c_int {
 /// `m` from `dmirror_create`, not destroyed.
 #[no_mangle]
 pub unsafe extern "C" fn dmirror_remove_leg(m: *mut dmirror, leg: u32) -> c_int {
-    let Some(leg) = leg_index(leg) else {
-        return DMIRROR_ENOENT;
-    };
-    // SAFETY: caller's contract.
-    unsafe {
-        with_mirror(m, |mir, host| match mir.remove_leg(host, leg) {
-            Ok(()) => 0,
-            Err(e) => control_error(e),
-        })
-    }
+    // SAFETY: forwarded.
+    unsafe { leg_control(m, leg, Mirror::remove_leg) }
 }
 
 /// See dmirror.h.
