@@ -1215,10 +1215,12 @@ pub unsafe extern "C" fn dmirror_add_leg(
 ///
 /// # Safety
 /// `m` from `dmirror_create`, not destroyed.
+/// Generic, not a function pointer: each entry point calls its operation directly (the kernel
+/// stack report follows direct calls only).
 unsafe fn leg_control(
     m: *mut dmirror,
     leg: u32,
-    op: fn(&mut Mirror<'static>, &mut GlueHost, u8) -> Result<(), ::dmirror::ControlError>,
+    op: impl FnOnce(&mut Mirror<'static>, &mut GlueHost, u8) -> Result<(), ::dmirror::ControlError>,
 ) -> c_int {
     let Some(leg) = leg_index(leg) else {
         return DMIRROR_ENOENT;
